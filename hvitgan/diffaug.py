@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['AUGMENT_OPS', 'DEFAULT_POLICY', 'LABEL_SAFE_POLICY', 'color', 'translation', 'cutout', 'zoom', 'scale', 'rotate',
-           'flip', 'parse_policy', 'diff_augment', 'make_augment']
+__all__ = ['AUGMENT_OPS', 'DEFAULT_POLICY', 'LABEL_SAFE_POLICY', 'color', 'translation', 'cutout', 'zoom_matrix', 'zoom', 'scale',
+           'rotate', 'flip', 'parse_policy', 'diff_augment', 'make_augment']
 
 # %% ../nbs/06_diffaug.ipynb #26fd2af4
 def _device(generator, like): return generator.device if generator is not None else like.device
@@ -77,14 +77,36 @@ def cutout(x: torch.Tensor,  # images [N, C, H, W]
     return x * (~inside)[:, None].to(x.dtype)
 
 # %% ../nbs/06_diffaug.ipynb #b374bf9d
+def _reflect(u: torch.Tensor,  # source coordinates in pixels, any shape
+             size: int,  # side of the axis
+            ) -> torch.Tensor:
+    "Coordinates reflected into [-0.5, size - 0.5], then clipped to [0, size - 1] (grid_sample's 'reflection')."
+    d = (u + 0.5).abs()
+    flips, extra = torch.floor(d / size), torch.remainder(d, size)
+    return (torch.where(flips.remainder(2) == 0, extra, size - extra) - 0.5).clamp(0, size - 1)
+
+def zoom_matrix(s: torch.Tensor,  # zoom factor per image [N]
+                size: int,  # side of the resampled axis
+               ) -> torch.Tensor:  # float64 [N, size, size]; row i holds the weights of output pixel i
+    "The 1-D bilinear resampling matrix of a zoom about the centre by s, reflection padding."
+    c = (size - 1) / 2
+    i = torch.arange(size, device=s.device, dtype=torch.float64)
+    u = _reflect(c + (i[None] - c) / s.double()[:, None], size)                   # [N, size] source coordinates
+    u0 = u.floor()
+    w = (u - u0)[..., None]                                                      # weight of the upper neighbour
+    lo, hi = u0.long(), (u0.long() + 1).clamp(max=size - 1)
+    return F.one_hot(lo, size) * (1 - w) + F.one_hot(hi, size) * w
+
 def zoom(x: torch.Tensor,  # images [N, C, H, W]
          s: torch.Tensor,  # zoom factor per image [N]; > 1 magnifies
         ) -> torch.Tensor:
-    "Zoom each image about its centre by s, bilinear, reflection padding."
-    theta = torch.zeros(x.shape[0], 2, 3, device=x.device, dtype=x.dtype)      # [N, 2, 3]
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)             # [N, H, W, 2]
-    return F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
+    "Zoom each image about its centre by s, bilinear, reflection padding: A_y x A_x^T (double-differentiable)."
+    n, _, h, w = x.shape
+    dt = torch.promote_types(x.dtype, torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        ay, ax = zoom_matrix(s, h).to(dt), zoom_matrix(s, w).to(dt)             # [N, H, H], [N, W, W]
+        out = torch.einsum('nij,ncjk,nlk->ncil', ay, x.to(dt), ax)              # [N, C, H, W]
+    return out.to(x.dtype)
 
 def scale(x: torch.Tensor,  # images [N, C, H, W]
           generator: torch.Generator | None = None,  # source of the per-sample draws

@@ -81,9 +81,10 @@ def train_gan(a, h5: Path, run_dir: Path):
     try: training_loop(cfg, run_dir, resume='auto', max_minutes=a.minutes, progress=False)
     except Exception as e:  # a CUDA-only failure must not cost the whole device budget: retry without SDPA and bf16
         if cfg.device == 'cpu': raise
-        print(f"GAN failed ({type(e).__name__}: {e}); retrying in fp32 with the math attention path", flush=True)
+        print(f"GAN failed ({type(e).__name__}: {e}); retrying in fp32, math attention, no DiffAugment on the GP "
+              "interpolates", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), 'bf16': False, 'G_kwargs': {'attention': 'math'}})
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), 'bf16': False, 'G_kwargs': {'attention': 'math'}, 'gp_augment': False})
         training_loop(cfg, run_dir, resume='none', max_minutes=max(a.minutes - (time.time() - t) / 60, 0.5), progress=False)
     print(f"GAN: {time.time() - t:.0f} s, snapshots {[p.name for p in snapshots(run_dir)]}", flush=True)
 
