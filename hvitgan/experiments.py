@@ -81,6 +81,13 @@ class AugRow:
     run: str | None           # training scenario whose generator supplies images; None = real only
     selective: bool = False   # apply truncation + class-head selection (Sec. 2.3)
     note: str = ''
+    repeat: int = 1           # copies of the real subset in the training set (real-only rows)
+
+    def __post_init__(self):
+        if not (isinstance(self.repeat, int) and self.repeat >= 1):
+            raise ConfigError(f"AugRow {self.key!r}: repeat must be an int >= 1, got {self.repeat!r}")
+        if self.repeat > 1 and self.run is not None:
+            raise ConfigError(f"AugRow {self.key!r}: repeat applies to real-only rows (run=None)")
 
 TABLE1_ROWS = (
     AugRow('baseline', '', None, note='real images only'),
@@ -88,6 +95,8 @@ TABLE1_ROWS = (
     AugRow('cp', '+Aug(CP)', 'e'),
     AugRow('sa', '+Aug(SA)', 'd', selective=True),
     AugRow('cp_sa', '+Aug(CP+SA)', 'e', selective=True),
+    AugRow('real_x2', ' (real x2, steps-matched control)', None, repeat=2,
+           note='the real subset twice: the optimiser steps and schedule of a 1:1 augmented row, no synthetic image'),
 )
 TABLE1_CLASSIFIERS = ('resnet34', 'resnet50_cbam', 'densenet169', 'hvitgan_head')
 
@@ -118,6 +127,16 @@ CLASSIFIER_LABELS = {'resnet34': 'Resnet34', 'resnet50_cbam': 'Resnet50_Cbam', '
 METRICS = ('accuracy', 'auc', 'sensitivity', 'specificity')
 
 def _set_name(row: AugRow) -> str: return f"{row.run}-{'sa' if row.selective else 'plain'}"
+
+def _train_name(row: AugRow) -> str:
+    "The training set of `row`: its synthetic set's name, 'real' or 'real-x<repeat>'."
+    if row.run is not None: return _set_name(row)
+    return 'real' if row.repeat == 1 else f'real-x{row.repeat}'
+
+def _row_label(clf: str, row: AugRow) -> str:
+    if clf == 'hvitgan_head' and row.run is None:  # the head starts from the GAN's D, so real-only rows are fine-tunings
+        return CLASSIFIER_LABELS[clf] + (' fine-tuned, real only (control)' if row.repeat == 1 else ' fine-tuned' + row.name)
+    return CLASSIFIER_LABELS[clf] + row.name
 
 def synthetic_sets(snapshots: dict, # run letter -> network snapshot path
                    out_dir, # folder holding one synthetic set per row
@@ -161,7 +180,7 @@ def table1(snapshots: dict, # run letter -> network snapshot; needs the runs of 
            head_run: str = 'e', # the run whose discriminator is "HViTGAN Cls Head"
            progress: bool = True) -> list:
     "Run the Table 1 protocol; write table1.md, .csv and .json to `out_dir` and return the rows."
-    from hvitgan.classifiers import dataset_labels, evaluate_seeds, real_plus_synthetic
+    from hvitgan.classifiers import LabeledConcat, dataset_labels, evaluate_seeds, real_plus_synthetic
     out_dir = Path(out_dir)
     if n_synth_per_class is None: n_synth_per_class = int(np.bincount(dataset_labels(real_train)).max())
     sets = synthetic_sets(snapshots, out_dir / 'synthetic', n_synth_per_class, rows=rows, tau=tau,
@@ -175,12 +194,11 @@ def table1(snapshots: dict, # run letter -> network snapshot; needs the runs of 
             res = _cached(out_dir / 'results' / f'{clf}__joint.json', lambda: _head_as_trained(snapshots[head_run], test_ds))
             table.append(dict(row=f"{CLASSIFIER_LABELS[clf]} (joint training, run {head_run})", seeds=1, **res['summary']))
         for row in rows:
-            train_ds = real_train if row.run is None else real_plus_synthetic(real_train, sets[_set_name(row)])
-            name = f"{clf}__{_set_name(row) if row.run else 'real'}"
-            res = _cached(out_dir / 'results' / f'{name}.json',
+            if row.run is not None: train_ds = real_plus_synthetic(real_train, sets[_set_name(row)])
+            else: train_ds = real_train if row.repeat == 1 else LabeledConcat([real_train] * row.repeat)
+            res = _cached(out_dir / 'results' / f'{clf}__{_train_name(row)}.json',
                           lambda: evaluate_seeds(clf, train_ds, val_ds, test_ds, recipe, seeds, progress=progress, **kw))
-            label = CLASSIFIER_LABELS[clf] + (' fine-tuned, real only (control)' if clf == 'hvitgan_head' and row.run is None else row.name)
-            table.append(dict(row=label, seeds=len(res['runs']), **res['summary']))
+            table.append(dict(row=_row_label(clf, row), seeds=len(res['runs']), **res['summary']))
     write_table(table, out_dir / 'table1')
     return table
 
@@ -269,7 +287,7 @@ def fig2(sources: dict, # name -> (uint8 images [N, 3, H, W], labels [N]), e.g. 
         ax.set_yticks([(i + 0.5) * img.shape[-2] for i in range(len(rows))], [f'class {c}' for c in range(len(rows))])
     fig.tight_layout()
     if path is not None:
-        with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80)
+        with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80, bbox_inches='tight')
     return grids
 
 # %% ../nbs/12_experiments.ipynb #e44866c5

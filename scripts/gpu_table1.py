@@ -98,12 +98,13 @@ def evaluate_snapshot(a, h5: Path, snap: Path, out: Path):
     recipe = ClassifierRecipe(epochs=a.epochs, batch_size=64, device=a.device, max_steps_per_epoch=a.max_steps or None)
     n_per_class = int(torch.bincount(torch.as_tensor(real.labels)).max())
     print(f"{snap.name}: train {len(real)}, selection {len(sel)}, test {len(test)}, synthetic per class {n_per_class}", flush=True)
-    t = time.time()
-    synthesize(snap, out / 'synthetic' / 'e-sa', n_per_class, selective=True, tau=a.tau, threshold=a.threshold,
-               on_cap='warn', device=a.device, progress=False)
-    print(f"{snap.name}: SA set in {time.time() - t:.0f} s", flush=True)
-    table = table1({'e': snap}, real, sel, test, out, classifiers=a.classifiers, rows=table1_rows(['baseline', 'cp_sa']),
-                   seeds=tuple(a.seeds), recipe=recipe, tau=a.tau, threshold=a.threshold, progress=False)
+    t, rows = time.time(), table1_rows(a.rows)
+    if any(r.key == 'cp_sa' for r in rows):  # drawn here on the GPU (table1 would draw it on the CPU)
+        synthesize(snap, out / 'synthetic' / 'e-sa', n_per_class, selective=True, tau=a.tau, threshold=a.threshold,
+                   on_cap='warn', device=a.device, progress=False)
+        print(f"{snap.name}: SA set in {time.time() - t:.0f} s", flush=True)
+    table = table1({'e': snap}, real, sel, test, out, classifiers=a.classifiers, rows=rows,
+                   seeds=tuple(a.seeds), recipe=recipe, tau=a.tau, threshold=a.threshold, progress=a.progress)
     print(f"{snap.name}: Table 1 in {time.time() - t:.0f} s\n{format_table(table)}", flush=True)
 
 
@@ -115,7 +116,7 @@ def run(a):
     run_dir = work / 'gan-e'
     if a.stage in ('gan', 'all'): train_gan(a, h5, run_dir)
     if a.stage in ('table1', 'all'):
-        snap = at_fraction(snapshots(run_dir), a.at)
+        snap = Path(a.snapshot) if a.snapshot else at_fraction(snapshots(run_dir), a.at)
         evaluate_snapshot(a, h5, snap, work / 'table1' / (snap.stem + (f'-{a.tag}' if a.tag else '')))
     print(f"run ({a.stage}): {time.time() - t0:.0f} s", flush=True)
 
@@ -144,6 +145,9 @@ def main():
     r.add_argument('--minutes', type=float, default=4.0, help='GAN training budget')
     r.add_argument('--stage', choices=['gan', 'table1', 'all'], default='all')
     r.add_argument('--tag', default='', help='suffix of the Table 1 folder (side-by-side runs on one snapshot)')
+    r.add_argument('--snapshot', default='', help='Table 1 for this snapshot instead of one of the run')
+    r.add_argument('--rows', nargs='+', default=['baseline', 'cp_sa'], help='Table 1 rows (TABLE1_ROWS keys)')
+    r.add_argument('--progress', action='store_true', help='tqdm bars for the classifiers')
     r.add_argument('--at', type=float, default=1.0, help='Table 1 for the snapshot nearest this fraction of training')
     r.add_argument('--n-real', type=int, default=2000); r.add_argument('--batch', type=int, default=32)
     r.add_argument('--tick-kimg', type=float, default=16.); r.add_argument('--workers', type=int, default=4)
