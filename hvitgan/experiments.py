@@ -248,7 +248,9 @@ def fig3(images: dict, # scenario letter -> (uint8 images, labels), from `scenar
     import matplotlib.pyplot as plt
     from hvitgan.metrics import silhouette, tsne_embed
     letters = sorted(images)
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    ncols = min(4, max(len(letters), 1))
+    nrows = -(-max(len(letters), 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 4 * nrows), squeeze=False)
     scores = {}
     for ax, letter in zip(axes.flat, letters):
         img, lab = images[letter]
@@ -267,7 +269,7 @@ def fig3(images: dict, # scenario letter -> (uint8 images, labels), from `scenar
     axes.flat[0].legend(loc='best', fontsize=8)
     fig.tight_layout()
     if path is not None:
-        with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80)
+        with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80, bbox_inches='tight')
     return scores
 
 # %% ../nbs/12_experiments.ipynb #de5bd186

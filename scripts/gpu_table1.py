@@ -73,8 +73,8 @@ def prepare_h5(data: Path, work: Path) -> Path:
 
 
 def train_gan(a, h5: Path, run_dir: Path):
-    "Scenario E (our weighting + CP), small networks, a snapshot every tick, for `a.minutes` of wall clock."
-    cfg = make_config('small', 'e', data=str(h5), batch_size=a.batch, device=a.device, bf16=a.bf16, tf32=a.bf16,
+    "Scenario E (our weighting + CP), a snapshot every tick, for `a.minutes` of wall clock."
+    cfg = make_config(a.preset, 'e', data=str(h5), batch_size=a.batch, device=a.device, bf16=a.bf16, tf32=a.bf16,
                       num_workers=a.workers, kimg_per_tick=a.tick_kimg, snapshot_ticks=1, keep_states=1,
                       total_kimg=1e5, seed=0)
     t = time.time()
@@ -149,6 +149,7 @@ def main():
     r.add_argument('--rows', nargs='+', default=['baseline', 'cp_sa'], help='Table 1 rows (TABLE1_ROWS keys)')
     r.add_argument('--progress', action='store_true', help='tqdm bars for the classifiers')
     r.add_argument('--at', type=float, default=1.0, help='Table 1 for the snapshot nearest this fraction of training')
+    r.add_argument('--preset', default='small', help='training preset of the generator (networks, resolution)')
     r.add_argument('--n-real', type=int, default=2000); r.add_argument('--batch', type=int, default=32)
     r.add_argument('--tick-kimg', type=float, default=16.); r.add_argument('--workers', type=int, default=4)
     r.add_argument('--max-steps', type=int, default=0, help='cut classifier epochs short (smoke runs)')
