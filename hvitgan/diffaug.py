@@ -101,7 +101,7 @@ def zoom(x: torch.Tensor,  # images [N, C, H, W]
          s: torch.Tensor,  # zoom factor per image [N]; > 1 magnifies
         ) -> torch.Tensor:
     "Zoom each image about its centre by s, bilinear, reflection padding: A_y x A_x^T (double-differentiable)."
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     dt = torch.promote_types(x.dtype, torch.float32)
     with torch.autocast(x.device.type, enabled=False):
         ay, ax = zoom_matrix(s, h).to(dt), zoom_matrix(s, w).to(dt)             # [N, H, H], [N, W, W]

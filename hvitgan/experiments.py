@@ -142,6 +142,8 @@ def synthetic_sets(snapshots: dict, # run letter -> network snapshot path
                    out_dir, # folder holding one synthetic set per row
                    n_per_class: int, # images per class in each set
                    *, rows=TABLE1_ROWS, tau: float = 0.7, threshold: float = 0.6, rule: str = 'label', seed: int = 0,
+                   on_cap: str = 'raise', # SA short of its quota: 'raise' a QuotaError or 'warn' and keep what passed
+                   device='cpu', # where G and D draw and select
                    progress: bool = True) -> dict:
     "Write (once) the synthetic set of every augmented row; returns set name -> folder."
     from hvitgan.sample import MANIFEST, synthesize
@@ -152,7 +154,8 @@ def synthetic_sets(snapshots: dict, # run letter -> network snapshot path
         folder = Path(out_dir) / _set_name(row)
         if not (folder / MANIFEST).is_file():
             synthesize(snapshots[row.run], folder, n_per_class, selective=row.selective,
-                       tau=tau if row.selective else None, threshold=threshold, rule=rule, seed=seed, progress=progress)
+                       tau=tau if row.selective else None, threshold=threshold, rule=rule, seed=seed, on_cap=on_cap,
+                       device=device, progress=progress)
         out[_set_name(row)] = folder
     return out
 
@@ -177,14 +180,15 @@ def table1(snapshots: dict, # run letter -> network snapshot; needs the runs of 
            recipe=None, # `ClassifierRecipe` shared by every classifier
            n_synth_per_class: int | None = None, # default: the real subset's largest class count (1:1)
            tau: float = 0.7, threshold: float = 0.6, rule: str = 'label', # SA settings (Sec. 2.3; rule: `select_mask`)
+           on_cap: str = 'raise', # SA short of its quota: 'raise' or 'warn' and keep what passed
            head_run: str = 'e', # the run whose discriminator is "HViTGAN Cls Head"
            progress: bool = True) -> list:
     "Run the Table 1 protocol; write table1.md, .csv and .json to `out_dir` and return the rows."
-    from hvitgan.classifiers import LabeledConcat, dataset_labels, evaluate_seeds, real_plus_synthetic
-    out_dir = Path(out_dir)
+    from hvitgan.classifiers import ClassifierRecipe, LabeledConcat, _device, dataset_labels, evaluate_seeds, real_plus_synthetic
+    out_dir, recipe = Path(out_dir), recipe or ClassifierRecipe()
     if n_synth_per_class is None: n_synth_per_class = int(np.bincount(dataset_labels(real_train)).max())
     sets = synthetic_sets(snapshots, out_dir / 'synthetic', n_synth_per_class, rows=rows, tau=tau,
-                          threshold=threshold, rule=rule, progress=progress)
+                          threshold=threshold, rule=rule, on_cap=on_cap, device=_device(recipe.device), progress=progress)
     table = []
     for clf in classifiers:
         kw = {}
