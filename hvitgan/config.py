@@ -13,7 +13,7 @@ from .core import ConfigError
 from .losses import get_scenario
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCH_FIELDS', 'RESUMABLE_FIELDS', 'TrainConfig', 'validate', 'make_config', 'network_kwargs',
+__all__ = ['CPU_RECIPE', 'PRESETS', 'ARCH_FIELDS', 'RESUMABLE_FIELDS', 'TrainConfig', 'validate', 'make_config', 'network_kwargs',
            'config_diff', 'check_resume_compatible']
 
 # %% ../nbs/07_config.ipynb #c4f6a807
@@ -28,10 +28,11 @@ class TrainConfig:
     data: str = ''  # PCam folder or HDF5 root; '' = the shipped sample (`core.sample_root()`) when present
     split: str = 'train'  # split of `data` to train on
     subset: int = 0  # class-balanced seeded subset of this many images (paper: 32768); 0 = all images
-    img_resolution: int = 32  # training resolution; PCam's 96 px images are area-resized when different
+    img_resolution: int = 32  # training resolution; PCam's 96 px images are brought to it as `resize` says
+    resize: str = 'area'  # 96 px -> img_resolution: 'area' (area-resize the whole patch) or 'center' (central crop)
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     # Networks
-    net_size: str = 'tiny'  # key of NETWORK_SIZES ('tiny', 'small', 'paper') for both G and D
+    net_size: str = 'tiny'  # named size of G and D: 'tiny', 'cpu', 'small', 'paper' (ViT) or 'conv' (the control)
     G_kwargs: dict = field(default_factory=dict)  # overrides of the generator's constructor keywords
     D_kwargs: dict = field(default_factory=dict)  # overrides of the discriminator's constructor keywords
     # Loss (model-spec section 5)
@@ -56,7 +57,10 @@ class TrainConfig:
     snapshot_ticks: int = 1  # network snapshot, training state and metrics every this many ticks (and at the end)
     keep_states: int = 2  # newest training states kept on disk (older ones are deleted); 0 = keep all
     grid_per_class: int = 8  # columns of the fixed-seed image grid (one row per class)
-    best_metric: str = ''  # metric whose lowest value selects network-snapshot-best.pt ('fid'); '' = none
+    metrics: str = ''  # comma-separated training-time metrics at snapshot ticks ('fid,auc,sa'); '' = none
+    metric_n: int = 1000  # images per FID evaluation (generated and real, selection half of valid) and per AUC
+    metric_bf16: bool = True  # FID Inception features under bf16 autocast (about 5x faster on AMX CPUs; floor alike)
+    best_metric: str = ''  # metric that selects network-snapshot-best.pt ('fid': lowest; 'auc': highest); '' = none
     # Speed (GPU options; each also runs on CPU)
     device: str = 'auto'  # 'auto' (cuda when available), 'cpu' or 'cuda'
     bf16: bool = False  # bf16 autocast for the network passes; the GP norm stays float32
@@ -105,6 +109,12 @@ def validate(cfg: TrainConfig):
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
     for k in ['beta1', 'beta2']:
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
+    if cfg.resize not in ('area', 'center'): raise ConfigError(f"config key 'resize': expected 'area' or 'center', got {cfg.resize!r}")
+    if cfg.metric_n < 2: raise ConfigError(f"config key 'metric_n': must be >= 2, got {cfg.metric_n!r}")
+    from hvitgan.training_metrics import parse_metrics  # the registry, loaded only here (it imports the samplers)
+    names = parse_metrics(cfg.metrics)
+    if cfg.best_metric and cfg.best_metric not in names:
+        raise ConfigError(f"config key 'best_metric': {cfg.best_metric!r} is not among the metrics computed ({cfg.metrics!r})")
     if cfg.device not in ('auto', 'cpu', 'cuda') and not cfg.device.startswith('cuda:'):
         raise ConfigError(f"config key 'device': expected 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     for k in ['G_kwargs', 'D_kwargs']:
@@ -112,15 +122,23 @@ def validate(cfg: TrainConfig):
         except TypeError as e: raise ConfigError(f"config key {k!r}: must be JSON-able ({e})") from None
 
 # %% ../nbs/07_config.ipynb #ab531d8d
+CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout',
+                  total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=10, ema_kimg=10.0, metrics='fid,auc,sa',
+                  best_metric='fid', grid_per_class=8, device='cpu')
+
 PRESETS = {
     'tiny': dict(net_size='tiny', img_resolution=32, batch_size=4, n_critic=2, total_kimg=0.048, kimg_per_tick=0.016,
                  snapshot_ticks=1, ema_kimg=0.05, grid_per_class=4, device='cpu'),
-    'small': dict(net_size='small', img_resolution=96, batch_size=8, n_critic=5, total_kimg=200.0, kimg_per_tick=0.2,
-                  snapshot_ticks=5, ema_kimg=10.0, grid_per_class=8),
+    'cpu': dict(CPU_RECIPE, net_size='cpu'),
+    'conv': dict(CPU_RECIPE, net_size='conv'),
+    'small': dict(net_size='small', img_resolution=96, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4,
+                  augment='color,translation,cutout', total_kimg=1000.0, kimg_per_tick=10.0, snapshot_ticks=3, ema_kimg=10.0,
+                  metrics='fid,auc,sa', best_metric='fid', num_workers=4, bf16=True, tf32=True, grid_per_class=8),
     'sample': dict(net_size='paper', img_resolution=96, batch_size=12, n_critic=5, total_kimg=10000.0, kimg_per_tick=20.0,
-                   snapshot_ticks=5, best_metric='fid', num_workers=4, grid_per_class=8),
+                   snapshot_ticks=5, metrics='fid,auc,sa', best_metric='fid', num_workers=4, grid_per_class=8),
     'paper': dict(net_size='paper', img_resolution=96, batch_size=12, n_critic=5, subset=32768, total_kimg=16384.0,
-                  kimg_per_tick=32.768, snapshot_ticks=5, best_metric='fid', num_workers=4, grid_per_class=8),
+                  kimg_per_tick=32.768, snapshot_ticks=5, metrics='fid,auc,sa', best_metric='fid', num_workers=4,
+                  grid_per_class=8),
 }
 
 def make_config(preset: str = 'tiny', # a key of PRESETS
@@ -143,7 +161,7 @@ def network_kwargs(cfg: TrainConfig) -> tuple[dict, dict]:
 # %% ../nbs/07_config.ipynb #2e22c988
 ARCH_FIELDS = ('net_size', 'G_kwargs', 'D_kwargs', 'img_resolution', 'scenario')
 RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
-                    'best_metric', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic')
+                    'best_metric', 'metrics', 'metric_n', 'metric_bf16', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic')
 
 def config_diff(old: dict, new: TrainConfig) -> list[str]:
     "Fields other than RESUMABLE_FIELDS whose values differ, as 'name: old -> new'."

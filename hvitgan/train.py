@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 import hvitgan
 from .core import (HvitganError, DataError, ConfigError, CheckpointError, Stats, append_jsonl, atomic_save, atomic_write,
                           from_uint8, get_rank, get_world_size, make_generator, safe_load, sample_root, save_image_grid, seed_all)
-from .data import InfiniteSampler, balanced_subset, open_pcam
-from .generator import build_generator
-from .discriminator import build_discriminator
+from .data import InfiniteSampler, balanced_subset, open_pcam, resize_patches
+from .networks import build_D, build_G
 from .losses import HViTGANLoss, get_scenario, make_loss_weights
 from .diffaug import LABEL_SAFE_POLICY, diff_augment, parse_policy
 from .config import TrainConfig, check_resume_compatible, make_config, network_kwargs
@@ -90,6 +89,7 @@ class RealBatches:
         n_all = len(dataset)
         index = balanced_subset(np.asarray(dataset.labels), cfg.subset, cfg.seed) if cfg.subset else np.arange(n_all)
         self.n, self.batch, self.res, self.device, self.position = len(index), cfg.batch_size, cfg.img_resolution, device, position
+        self.resize = cfg.resize
         sampler = _BatchSampler(self.n, np.asarray(index), cfg.batch_size, get_rank(), get_world_size(), cfg.seed, position)
         self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                                        pin_memory=device.type == 'cuda', persistent_workers=cfg.num_workers > 0,
@@ -97,15 +97,14 @@ class RealBatches:
     def __next__(self):
         x, c = next(self.loader)  # [b, 3, 96, 96] uint8, [b]
         self.position += self.batch
-        img = from_uint8(x.to(self.device, non_blocking=True))
-        if img.shape[-1] != self.res: img = F.interpolate(img, size=(self.res, self.res), mode='area')
+        img = resize_patches(from_uint8(x.to(self.device, non_blocking=True)), self.res, self.resize)
         return img, torch.as_tensor(c).long().to(self.device)
 
 # %% ../nbs/08_train.ipynb #03366452
 def build_networks(cfg: TrainConfig, device='cpu'):
     "G, D built from the config's size name and overrides; `ConfigError` when the sizes do not fit together."
     G_kw, D_kw = network_kwargs(cfg)
-    try: G, D = build_generator(**G_kw), build_discriminator(**D_kw)
+    try: G, D = build_G(**G_kw), build_D(**D_kw)
     except (AssertionError, ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"cannot build the networks from net_size={cfg.net_size!r}, img_resolution={cfg.img_resolution}, "
                           f"G_kwargs={cfg.G_kwargs}, D_kwargs={cfg.D_kwargs}: {e}") from None
@@ -189,6 +188,7 @@ def snapshot_dict(G_ema, D, cfg: TrainConfig, cur_nimg: int) -> dict:
     "The network snapshot of the contract (CONTRACT.md)."
     sd = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
     return dict(G_ema=sd(G_ema), D=sd(D), G_kwargs=dict(G_ema.init_kwargs), D_kwargs=dict(D.init_kwargs),
+                G_class=type(G_ema).__name__, D_class=type(D).__name__,
                 config=cfg.to_dict(), cur_nimg=int(cur_nimg), version=hvitgan.__version__)
 
 def load_training_state(path, cfg: TrainConfig | None = None) -> dict:
@@ -233,12 +233,20 @@ def _real_grid(dataset, cfg: TrainConfig, c_dim: int, path):
     idx = [int(i) for k in range(c_dim) for i in np.flatnonzero(labels == k)[:cfg.grid_per_class]]
     save_image_grid(torch.stack([dataset[i][0] for i in idx]), path, nrow=cfg.grid_per_class)
 
+def _config_metrics(cfg: TrainConfig, run_dir: Path, device) -> dict:
+    "The training-time metrics named by `cfg.metrics`, on the selection half of the run's data (rank 0 only)."
+    if not cfg.metrics: return {}
+    from hvitgan.training_metrics import metric_context, metric_fns
+    ctx = metric_context(resolve_data(cfg), cfg.img_resolution, cfg.resize, cfg.metric_n, bf16=cfg.metric_bf16,
+                         cache_dir=run_dir.parent / '_fid-cache')
+    return metric_fns(cfg.metrics, ctx)
+
 # %% ../nbs/08_train.ipynb #e4fce767
 def training_loop(cfg: TrainConfig, # the resolved config
                   run_dir, # output folder (created); rank 0 writes config.json, stats.jsonl, grids, checkpoints
-                  metric_fns: dict | None = None, # name -> fn(G_ema, D) -> float, run at snapshot ticks (lower is better)
+                  metric_fns: dict | None = None, # name -> fn(G_ema, D) -> float at snapshot ticks; None: `cfg.metrics`
                   resume: str = 'auto', # 'auto', 'none' or the path of a training state
-                  max_minutes: float | None = None, # wall-clock budget; stop (and save) when exceeded
+                  max_minutes: float | None = None, # training-time budget (metric evaluation excluded); stop and save when exceeded
                   progress: bool = True, # show a tqdm progress bar (images/s, ETA) on rank 0
                   on_done=None, # called on every rank at the end with dict(G, D, G_ema, weights_G, weights_D)
                  ) -> Path:
@@ -264,6 +272,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     else: path = Path(resume)
     state = load_training_state(path, cfg) if path is not None else None  # checks the config before any work
     dataset = open_pcam(resolve_data(cfg), cfg.split)
+    if metric_fns is None: metric_fns = _config_metrics(cfg, run_dir, device) if rank == 0 else {}
     seed_all(cfg.seed)
     G, D = build_networks(cfg, device)
     weights_G, weights_D = (w.to(device) for w in make_loss_weights(scenario))
@@ -273,7 +282,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     gen_z = make_generator(cfg.seed + 1)  # latents and labels, identical on every rank
     gen_aug = make_generator(cfg.seed + 2 + 1000 * rank, device)  # DiffAugment and GP interpolation draws, per rank
     torch.manual_seed(cfg.seed + 3 + 1000 * rank)  # global RNG (any op we do not seed explicitly), per rank
-    cur_nimg, tick, data_pos, best = 0, 0, 0, None
+    cur_nimg, tick, data_pos, best, metric_sec = 0, 0, 0, None, 0.0
 
     # Resume.
     if state is not None:
@@ -302,7 +311,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
 
     def save_checkpoints():
         "Snapshot (rank 0), training state with every rank's RNG, metrics and the best snapshot."
-        nonlocal best
+        nonlocal best, metric_sec
         rng = dict(torch=torch.get_rng_state(), gen_aug=gen_aug.get_state(),
                    cuda=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
         ranks = [None] * world
@@ -313,12 +322,15 @@ def training_loop(cfg: TrainConfig, # the resolved config
         snap = snapshot_dict(G_ema, D, cfg, cur_nimg)
         atomic_save(snap, run_dir / f'network-snapshot-{kimg:06d}.pt')
         for name, fn in (metric_fns or {}).items():
+            t_metric = time.time()
             result = fn(G_ema, D)
+            metric_sec += time.time() - t_metric
             value = float(result)
             extra = result.as_dict() if hasattr(result, 'as_dict') else {}  # e.g. the FID weight source
             append_jsonl(run_dir / f'metric-{name}.jsonl', dict(extra, metric=name, value=value, kimg=cur_nimg / 1000,
                                                                  cur_nimg=cur_nimg, snapshot=f'network-snapshot-{kimg:06d}.pt'))
-            if name == cfg.best_metric and (best is None or value < best['value']):
+            higher = getattr(fn, 'higher_is_better', False)
+            if name == cfg.best_metric and (best is None or (value > best['value'] if higher else value < best['value'])):
                 best = dict(name=name, value=value, cur_nimg=cur_nimg)
                 atomic_save({**snap, 'metric': dict(best)}, run_dir / 'network-snapshot-best.pt')
         sd = lambda m: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in m.state_dict().items()}
@@ -355,7 +367,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         bar.update(min(step_nimg, total_nimg - bar.n))
         done = cur_nimg >= total_nimg
         if max_minutes is not None:
-            flag = torch.tensor(float(time.time() - t_start > 60 * max_minutes))
+            flag = torch.tensor(float(time.time() - t_start - metric_sec > 60 * max_minutes))
             if world > 1: dist.broadcast(flag, 0)
             done = done or bool(flag)
         # Maintenance once per tick.
@@ -365,7 +377,8 @@ def training_loop(cfg: TrainConfig, # the resolved config
             dt = time.time() - tick_start_time
             rec = dict(tick=tick, kimg=cur_nimg / 1000, cur_nimg=cur_nimg, **stats.as_dict(),
                        **{'Timing/sec_per_tick': dt, 'Timing/img_per_sec': (cur_nimg - tick_start_nimg) / max(dt, 1e-9),
-                          'Timing/total_sec': time.time() - t_start, 'Progress/ema_beta': ema_beta(cfg, cur_nimg)})
+                          'Timing/total_sec': time.time() - t_start, 'Timing/metric_sec': metric_sec,
+                          'Progress/ema_beta': ema_beta(cfg, cur_nimg)})
             if device.type == 'cuda': rec['Resources/peak_gpu_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2**30
             append_jsonl(run_dir / 'stats.jsonl', rec)
             _save_grid(G_ema, grid_z, grid_c, run_dir / f'fakes{cur_nimg // 1000:06d}.png', cfg.grid_per_class)
