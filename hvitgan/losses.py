@@ -57,8 +57,8 @@ def gp_interpolates(real_img: torch.Tensor,  # real images [N, C, H, W]
                 gen_img: torch.Tensor,   # generated images [N, C, H, W]
                 generator: torch.Generator | None = None,  # source of the per-sample alpha
                ) -> torch.Tensor:
-    "Per-sample random interpolates alpha x + (1 - alpha) G(z) of clean images, float32, requiring grad (Eq. 2)."
-    real, gen = real_img.detach().float(), gen_img.detach().float()
+    "Per-sample random interpolates alpha x + (1 - alpha) G(z) of clean images, float32 (float64 kept), requiring grad (Eq. 2)."
+    real, gen = _f32(real_img.detach()), _f32(gen_img.detach())
     alpha = _rand((real.shape[0], 1, 1, 1), generator, real)          # [N, 1, 1, 1]
     return (alpha * real + (1 - alpha) * gen).requires_grad_(True)    # [N, C, H, W]
 
