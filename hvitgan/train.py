@@ -113,9 +113,11 @@ def build_networks(cfg: TrainConfig, device='cpu'):
     return G.to(device), D.to(device)
 
 def build_optimizers(cfg: TrainConfig, G, D, weights_G, weights_D):
-    "Adam(beta1, beta2) for G + sigma_G and for D + sigma_D (Sec. 3.2); fused, and capturable under `cuda_graphs` on a GPU."
-    kw = dict(betas=(cfg.beta1, cfg.beta2), fused=True,   # one kernel per step; the step count stays on the device
-              capturable=cfg.cuda_graphs and next(G.parameters()).device.type == 'cuda')
+    "Adam(beta1, beta2) for G + sigma_G and for D + sigma_D (Sec. 3.2); on a GPU fused, and capturable under `cuda_graphs`."
+    cuda = next(G.parameters()).device.type == 'cuda'
+    # fused on a GPU: one kernel per step and the step count on the device. On the CPU the default Adam is kept: it
+    # gives the old CPU runs bitwise, and its host step count is no device sync (issue 11).
+    kw = dict(betas=(cfg.beta1, cfg.beta2), fused=True if cuda else None, capturable=cfg.cuda_graphs and cuda)
     opt_G = torch.optim.Adam([*G.parameters(), *weights_G.parameters()], lr=cfg.lr_G, **kw)
     opt_D = torch.optim.Adam([*D.parameters(), *weights_D.parameters()], lr=cfg.lr_D, **kw)
     return opt_G, opt_D
@@ -350,7 +352,8 @@ class HostSyncCounter(TorchDispatchMode):
         self.syncs, self.optim_reads, self.pageable_h2d, self.where = 0, 0, 0, {}
     def _note(self, kind):
         f = sys._getframe(2)
-        while f is not None and '/torch/' in f.f_code.co_filename and 'torch/optim/' not in f.f_code.co_filename: f = f.f_back
+        while f is not None and (f.f_code.co_name == '__torch_dispatch__' or   # torch's frames, and nested counters
+                                 '/torch/' in f.f_code.co_filename and 'torch/optim/' not in f.f_code.co_filename): f = f.f_back
         if f is not None and 'torch/optim/' in f.f_code.co_filename: self.optim_reads += 1; return  # Adam's host step count
         self.syncs += 1
         key = f"{kind} at {f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}" if f is not None else kind

@@ -87,7 +87,7 @@ def _assert_close_stats(a, b, rtol=1e-7):
 
 @pytest.mark.parametrize('overrides', [dict(), dict(scenario='b', cls_label_safe=True), dict(grad_clip=0.)])
 def test_iteration_equals_old_step_float64(overrides):
-    "TrainStep (one G forward for n_critic D steps, fused Adam, foreach EMA) == the old loop body, float64, to rounding."
+    "TrainStep (one G forward for n_critic D steps, device-side stats, foreach EMA) == the old loop body, float64, to rounding."
     cfg = make_config('tiny', n_critic=3, **overrides)
     reals = _reals(cfg, N_ITER * cfg.n_critic)
     old, new = _setup(cfg, old_adam=True), _setup(cfg)
@@ -111,15 +111,14 @@ def test_fused_d_equals_unfused_float64():
 
 
 def test_fused_adam_loads_an_old_state():
-    "A state saved by the default Adam resumes into the fused one: flags kept, the step count moved, same update."
+    "A state saved by the default Adam resumes into the fused one: flags kept, the step count moved, the same update (float64)."
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
     cfg = make_config('tiny')
     old = torch.optim.Adam([p], lr=cfg.lr_D, betas=(cfg.beta1, cfg.beta2), foreach=False)
     for _ in range(3): p.grad = torch.randn(5, dtype=torch.float64); old.step()
     saved = copy.deepcopy(old.state_dict())  # as read back from a file: no tensor shared with `old`
-    new = build_optimizers(cfg, torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), torch.nn.Module(), torch.nn.Module())[1]
-    new.param_groups[0]['params'] = [p]
+    new = torch.optim.Adam([p], lr=cfg.lr_D, betas=(cfg.beta1, cfg.beta2), fused=True)  # build_optimizers' GPU choice
     _load_optimizer(new, saved)
     assert new.param_groups[0]['fused'] and not new.param_groups[0]['capturable']
     assert new.state[p]['step'].dtype == torch.float32 and float(new.state[p]['step']) == 3
@@ -164,7 +163,9 @@ def test_training_has_no_host_syncs_in_the_step(data, tmp_path, monkeypatch):
     finally: whole.__exit__(None, None, None)
     d_steps = cfg.total_nimg // cfg.batch_size
     assert inside.syncs == 0, inside.where
-    assert inside.pageable_h2d == 0 and inside.optim_reads == 0  # fused Adam reads no host step count
+    assert inside.pageable_h2d == 0
+    # left out of the count: the CPU's default Adam reads its host-side step count (a CPU tensor, no device sync)
+    assert inside.optim_reads > 0
     assert whole.syncs / d_steps < 0.25, (whole.syncs, d_steps, whole.where)  # the tick's reads only
     print(f"host syncs: {inside.syncs} in {d_steps} D steps; {whole.syncs} with the {2} ticks: {whole.where}")
     recs = [json.loads(l) for l in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()]
