@@ -7,7 +7,7 @@ Docs: https://hvitgan.github.io/hvitgan/config.html.md"""
 # %% ../nbs/07_config.ipynb #2590dafc
 from __future__ import annotations
 import json
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import MISSING, dataclass, field, fields, asdict
 
 from .core import ConfigError
 from .losses import get_scenario
@@ -41,6 +41,7 @@ class TrainConfig:
     augment: str = 'color,translation,cutout,scale,rotate'  # DiffAugment policy for every D input ('' = none)
     gp_augment: bool = True  # apply a fresh DiffAugment draw to the GP interpolate (TransGAN behaviour)
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
+    gp_every: int = 1  # lazy GP (StyleGAN2): the penalty on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper)
     # Optimisation (Sec. 3.2)
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun
     lr_G: float = 1e-4  # Adam learning rate of G and its sigma
@@ -67,6 +68,8 @@ class TrainConfig:
     tf32: bool = False  # allow TF32 matmuls and convolutions on Ampere and newer GPUs
     compile_G: bool = False  # torch.compile the generator used for training steps
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise-reproducible runs)
+    fused_d: bool = False  # one D call per D step on [T(real), T(gen), T(xhat)] (the same draws and maths, fewer kernels)
+    cuda_graphs: bool = False  # replay each training iteration as one CUDA graph (CUDA only; else eager, with the reason)
 
     def __post_init__(self): validate(self)
     def to_dict(self) -> dict: return asdict(self)
@@ -107,6 +110,7 @@ def validate(cfg: TrainConfig):
         if getattr(cfg, k) <= 0: raise ConfigError(f"config key {k!r}: must be > 0, got {getattr(cfg, k)!r}")
     for k in ['subset', 'num_workers', 'grad_clip', 'ema_kimg', 'ema_rampup', 'gp_weight', 'drift_weight', 'keep_states']:
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
+    if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")
     for k in ['beta1', 'beta2']:
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
     if cfg.resize not in ('area', 'center'): raise ConfigError(f"config key 'resize': expected 'area' or 'center', got {cfg.resize!r}")
@@ -161,12 +165,15 @@ def network_kwargs(cfg: TrainConfig) -> tuple[dict, dict]:
 # %% ../nbs/07_config.ipynb #2e22c988
 ARCH_FIELDS = ('net_size', 'G_kwargs', 'D_kwargs', 'img_resolution', 'scenario')
 RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
-                    'best_metric', 'metrics', 'metric_n', 'metric_bf16', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic')
+                    'best_metric', 'metrics', 'metric_n', 'metric_bf16', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic',
+                    'fused_d', 'cuda_graphs')
 
 def config_diff(old: dict, new: TrainConfig) -> list[str]:
     "Fields other than RESUMABLE_FIELDS whose values differ, as 'name: old -> new'."
     new = new.to_dict()
-    return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_FIELDS and old.get(k) != new[k]]
+    default = TrainConfig.__dataclass_fields__  # a key missing from an older config had its default's behaviour
+    old = {k: old.get(k, default[k].default_factory() if default[k].default_factory is not MISSING else default[k].default) for k in new}
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_FIELDS and old[k] != new[k]]
 
 def check_resume_compatible(old: dict, new: TrainConfig, source: str = 'checkpoint'):
     "Raise `ConfigError` naming the fields in which `new` differs from the stored `old` config."

@@ -177,7 +177,7 @@ class Generator(nn.Module):
                 ) -> torch.Tensor:   # images [N, img_channels, H, W], not clamped
         assert_shape(z, (None, self.z_dim))
         assert_shape(c, (z.shape[0],))
-        onehot = F.one_hot(c.long(), self.c_dim).to(z.dtype)                           # [N, c_dim]
+        onehot = (c.long()[:, None] == torch.arange(self.c_dim, device=c.device)).to(z.dtype)  # [N, c_dim]; F.one_hot syncs
         x = rearrange(self.to_tokens(torch.cat([z, onehot], 1)), 'n (t c) -> n t c', t=self.bottom_width ** 2)
         x = x + self.pos_embed                                                         # [N, bw^2, dim]
         for stage, z_i in zip(self.stages, z.chunk(self.n_stages, dim=1)):
