@@ -130,10 +130,12 @@ class Transformer(nn.Module):
                  window: int | None = None,   # window side for grid attention; None or >= map_size: full attention
                  mlp_ratio: float = 4.0,      # MLP hidden width / dim
                  rel_pos: bool = True,        # relative-position bias in every block (needs map_size)
-                 impl: str = 'math'):         # attention implementation: 'math', 'sdpa' or 'auto'
+                 impl: str = 'math',          # attention implementation: 'math', 'sdpa' or 'auto'
+                 shift: bool = False):        # every second block shifts the windows by half a window (Swin)
         super().__init__()
         if window is not None and map_size is None: raise ConfigError(f"window={window} needs a map_size")
         self.map_size, self.window = map_size, min(window or map_size, map_size) if map_size else None
+        self.shift = shift
         if map_size is not None and (self.window < 1 or map_size % self.window):
             raise ConfigError(f"window={window} must divide the token map side {map_size}")
         bias_window = self.window if (rel_pos and map_size is not None) else None
@@ -143,13 +145,17 @@ class Transformer(nn.Module):
     def windowed(self) -> bool: return self.map_size is not None and self.window < self.map_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # [B, N, C] -> [B, N, C]
-        if self.windowed:
-            s = self.map_size
-            x = window_partition(rearrange(x, 'b (h w) c -> b h w c', h=s, w=s), self.window)  # [B*nW, w*w, C]
-        for blk in self.blocks: x = blk(x)
-        if self.windowed:
-            x = rearrange(window_reverse(x, self.window, self.map_size, self.map_size), 'b h w c -> b (h w) c')
-        return x
+        if not self.windowed:
+            for blk in self.blocks: x = blk(x)
+            return x
+        s, w = self.map_size, self.window
+        x = rearrange(x, 'b (h w) c -> b h w c', h=s, w=s)
+        for i, blk in enumerate(self.blocks):
+            k = w // 2 if self.shift and i % 2 else 0  # cyclic shift of the map: windows straddle the old borders
+            if k: x = torch.roll(x, (-k, -k), (1, 2))
+            x = window_reverse(blk(window_partition(x, w)), w, s, s)  # blocks act on [B*nW, w*w, C]
+            if k: x = torch.roll(x, (k, k), (1, 2))
+        return rearrange(x, 'b h w c -> b (h w) c')
 
 # %% ../nbs/02_attention.ipynb #88606654
 def pos_embedding(n_tokens: int,   # tokens of the map

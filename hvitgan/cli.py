@@ -16,7 +16,8 @@ from .core import ConfigError, cli_main, get_rank, get_world_size, new_run_dir
 from .config import PRESETS, TrainConfig, make_config
 
 # %% auto #0
-__all__ = ['COMMANDS', 'Command', 'command', 'build_parser', 'main', 'train_config_from_args', 'train', 'sample', 'sweep', 'demo']
+__all__ = ['COMMANDS', 'Command', 'command', 'build_parser', 'main', 'train_config_from_args', 'train', 'sample', 'sweep', 'demo',
+           'evaluate']
 
 # %% ../nbs/13_cli.ipynb #b6310709
 @dataclass
@@ -65,13 +66,13 @@ def _parse_set(items) -> dict:
 
 def _train_arguments(p):
     a = p.add_argument
-    a('--preset', default='small', help=f"named preset: {', '.join(PRESETS)} (tiny: tests; small: 2 CPU cores; sample: the 20k real sample on a GPU; paper: Sec. 3.2)")
+    a('--preset', default='cpu', help=f"named preset: {', '.join(PRESETS)} (tiny: tests; cpu: 32 px on 2 CPU cores; conv: the convolutional control of cpu; small: 96 px on one GPU; sample: the 20k real sample with the paper's networks; paper: Sec. 3.2)")
     a('--scenario', default='e', help="loss scenario of Fig. 3: a (no weighting), b (all), c (Kendall), d (ours), e (ours + CP); f/g train as d/e")
     a('--data', default=None, help="PCam image folder (labels.csv layout) or HDF5 root; default: the shipped sample ../shared/data/pcam-sample")
     a('--out', default='runs', help="root folder; a new run directory NNNNN-<preset>-<scenario> is created in it")
     a('--run-dir', default=None, help="exact run directory to use instead of a new one under --out (resume continues it)")
     a('--kimg', type=float, default=None, help="train until this many thousand real images have been shown to D (total_kimg)")
-    a('--minutes', type=float, default=None, help="wall-clock budget; stops after the step that exceeds it and saves a snapshot and state")
+    a('--minutes', type=float, default=None, help="training-time budget (metric evaluations excluded); stops after the step that exceeds it and saves a snapshot and state")
     a('--resume', default='none', help="'auto' (newest training state of the run directory), 'none' (fresh run) or the path of a training-state-*.pt")
     a('--seed', type=int, default=None, help="random seed (weights, latents, augmentation, data order)")
     a('--batch', type=int, default=None, help="global batch size (split across processes under torchrun)")
@@ -196,6 +197,37 @@ def demo(args):
     from hvitgan.experiments import run_demo
     run_demo(args.data, args.out, train_minutes=args.minutes, n_real=args.n_real, classifier=args.classifier,
              epochs=args.epochs, threshold=args.threshold, progress=not args.no_progress)
+    return 0
+
+def _evaluate_arguments(p):
+    from hvitgan.training_metrics import METRICS
+    a = p.add_argument
+    a('snapshots', nargs='+', help="network-snapshot-*.pt files (each evaluated at its run's resolution and view)")
+    a('--metrics', default='fid,auc,sa', help="comma-separated: " + '; '.join(f"{k}: {m.doc}" for k, m in METRICS.items()))
+    a('--n', type=int, default=1000, help="images per evaluation (generated and real, from the selection half of valid)")
+    a('--data', default=None, help="PCam folder or HDF5 root (default: the run's data, else the shipped sample)")
+    a('--fp32', action='store_true', help="FID features in float32 (default: bf16 autocast, as during training)")
+    a('--out', default=None, help="also write the results as JSON here")
+
+@command('evaluate', "Evaluate snapshots with the training-time metrics (FID with its real-vs-real floor, class-head AUC, SA acceptance).", _evaluate_arguments)
+def evaluate(args):
+    "Run `hvitgan.training_metrics.evaluate_snapshot` on each snapshot and print one line each."
+    from hvitgan.core import atomic_write, safe_load
+    from hvitgan.train import resolve_data
+    from hvitgan.training_metrics import metric_context, evaluate_snapshot, parse_metrics
+    parse_metrics(args.metrics)
+    if args.n < 2: raise ConfigError(f"--n: need at least 2 images, got {args.n}")
+    ctxs, out = {}, {}
+    for path in map(Path, args.snapshots):
+        cfg = TrainConfig.from_dict({k: v for k, v in (safe_load(path).get('config') or {}).items() if k in TrainConfig.__dataclass_fields__})
+        if args.data: cfg.data = args.data
+        key = (str(resolve_data(cfg)), cfg.img_resolution, cfg.resize)
+        if key not in ctxs: ctxs[key] = metric_context(key[0], key[1], key[2], args.n, bf16=not args.fp32, cache_dir=path.parent.parent / '_fid-cache')
+        out[str(path)] = res = evaluate_snapshot(path, args.metrics, ctxs[key])
+        print(f"{path}: " + ', '.join(f"{k} {v['value']:.4g}" + (f" (floor {v['floor']:.4g}, x{v['ratio']:.2f})" if k == 'fid' else '')
+                                      for k, v in res.items()), flush=True)
+    if args.out:
+        with atomic_write(args.out) as tmp: Path(tmp).write_text(json.dumps(out, indent=1))
     return 0
 
 # %% ../nbs/13_cli.ipynb #62ba575f

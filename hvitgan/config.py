@@ -127,7 +127,7 @@ def validate(cfg: TrainConfig):
 
 # %% ../nbs/07_config.ipynb #ab531d8d
 CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout',
-                  total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=10, ema_kimg=10.0, metrics='fid,auc,sa',
+                  total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=5, ema_kimg=10.0, metrics='fid,auc,sa',
                   best_metric='fid', grid_per_class=8, device='cpu')
 
 PRESETS = {

@@ -139,8 +139,8 @@ class Discriminator(nn.Module):
 DISCRIMINATOR_SIZES = {
     'paper': dict(),
     'small': dict(embed_dims=[64, 32, 32, 32], depths=[1, 1, 1, 1], heads=[2, 2, 2, 2], windows=[12, None, None]),
-    'cpu': dict(img_resolution=32, patch_size=2, embed_dims=[32, 64, 64], depths=[1, 1, 1], heads=[2, 4, 4],
-                windows=[8, None]),
+    'cpu': dict(img_resolution=32, patch_size=4, embed_dims=[64, 64, 64], depths=[1, 1, 1], heads=[4, 4, 4],
+                windows=[None, None]),
     'tiny': dict(img_resolution=32, embed_dims=[32, 16, 16, 16], depths=[1, 1, 1, 1], heads=[2, 2, 2, 2]),
 }
 

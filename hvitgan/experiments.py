@@ -304,7 +304,7 @@ class LabeledSubset(torch.utils.data.Subset):
 
 def run_demo(data=None, # PCam folder or HDF5 root; default: the shipped sample
              out='runs/demo', # demo folder (the GAN run, synthetic set and results); reused to resume
-             *, train_minutes: float = 6., # GAN training budget of this call
+             *, train_minutes: float = 6., # GAN training budget of this call (training time; metric evaluations excluded)
              n_real: int = 800, # real training images for the classifier (class-balanced)
              n_synth_per_class: int | None = None, # synthetic images per class; default: as many as the real subset
              n_eval: int = 400, # images of each of the selection and test halves of the valid split
@@ -318,19 +318,21 @@ def run_demo(data=None, # PCam folder or HDF5 root; default: the shipped sample
     from hvitgan.classifiers import ClassifierRecipe, evaluate_seeds, real_plus_synthetic
     from hvitgan.config import make_config
     from hvitgan.core import sample_root
-    from hvitgan.data import balanced_subset, open_pcam, split_valid
+    import functools
+    from hvitgan.data import ResizedPatches, balanced_subset, open_pcam, split_valid
     from hvitgan.sample import generate, load_snapshot, selective_generate, write_synthetic
     from hvitgan.train import training_loop
     t0, out = time.time(), Path(out)
     root = Path(data) if data else sample_root()
     if root is None: raise DataError("no PCam data: the shipped sample ../shared/data/pcam-sample is absent; pass --data PATH (a PCam folder or HDF5 root)")
     # Train (or resume) the GAN.
-    print(f"[1/4] training the small HViTGAN (scenario e) for {train_minutes:g} min on {root} ...")
-    cfg = make_config('small', 'e', data=str(root), seed=seed)
+    print(f"[1/4] training the cpu HViTGAN (32 px, scenario e) for {train_minutes:g} min on {root} ...")
+    cfg = make_config('cpu', 'e', data=str(root), seed=seed, metrics='auc,sa', best_metric='')
     training_loop(cfg, out / 'gan', resume='auto', max_minutes=train_minutes, progress=progress)
     snap = pick_snapshot(out / 'gan')
     # Real subsets.
     train, valid = open_pcam(root, 'train'), open_pcam(root, 'valid')
+    view = functools.partial(ResizedPatches, res=cfg.img_resolution, mode=cfg.resize)  # the classifiers see the GAN's view
     real = LabeledSubset(train, balanced_subset(train.labels, n_real, seed).tolist())
     sel, test = split_valid(valid.labels, seed)
     sel = LabeledSubset(valid, sel[balanced_subset(valid.labels[sel], min(n_eval, len(sel)), seed)].tolist())
@@ -354,9 +356,11 @@ def run_demo(data=None, # PCam folder or HDF5 root; default: the shipped sample
     recipe = ClassifierRecipe(epochs=epochs, batch_size=32)
     res = {}
     for name, ds in [('real', real), (aug_name, real_plus_synthetic(real, out / 'synthetic'))]:
+        ds = view(ds)
         print(f"[{3 if name == 'real' else 4}/4] training {classifier} on {name}: {len(ds)} images, {epochs} epochs ...")
-        res[name] = evaluate_seeds(classifier, ds, sel, test, recipe, seeds=(seed,), progress=progress)['runs'][0]
+        res[name] = evaluate_seeds(classifier, ds, view(sel), view(test), recipe, seeds=(seed,), progress=progress)['runs'][0]
     summary = dict(data=str(root), gan_run=str(out / 'gan'), snapshot=str(snap), synthetic=str(out / 'synthetic'),
+                   resolution=cfg.img_resolution,
                    acceptance_rate=acceptance, n_synthetic=int(len(labels)), classifier=classifier, n_real=n_real, n_test=len(test),
                    results={k: {m: v[m] for m in METRICS} for k, v in res.items()}, minutes=round((time.time() - t0) / 60, 1))
     with atomic_write(out / 'demo-results.json') as tmp: tmp.write_text(json.dumps(summary, indent=1))

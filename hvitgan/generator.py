@@ -72,7 +72,8 @@ class GeneratorStage(nn.Module):
                  cond_dim: int | None,       # width of [z_i, c] for a conditional LN; None: unconditional
                  stage_norm: str = 'ln',     # norm when cond_dim is None: 'ln' (learned affine) or 'none'
                  mlp_ratio: float = 4.0,     # MLP hidden width / token width
-                 attention: str = 'auto'):   # attention implementation: 'math', 'sdpa' or 'auto'
+                 attention: str = 'auto',    # attention implementation: 'math', 'sdpa' or 'auto'
+                 shift: bool = False):       # shifted windows in every second block (`Transformer`)
         super().__init__()
         self.in_side, self.upsample = in_side, upsample
         self.side = 2 * in_side
@@ -83,7 +84,7 @@ class GeneratorStage(nn.Module):
         else: self.norm = nn.Identity()
         self.pos_embed = pos_embedding(self.side ** 2, self.dim)
         self.blocks = Transformer(self.dim, depth, heads, map_size=self.side, window=window,
-                                  mlp_ratio=mlp_ratio, impl=attention)
+                                  mlp_ratio=mlp_ratio, impl=attention, shift=shift)
 
     def forward(self,
                 x: torch.Tensor,      # [N, in_side^2, in_dim]
@@ -148,7 +149,8 @@ class Generator(nn.Module):
                  cond_proj: bool = True,                # class projection: conditional LN with [z_i, c] per stage
                  stage_norm: str = 'ln',                # stage norm without CP: 'ln' (affine) or 'none'
                  attention: str = 'auto',               # 'auto' (torch SDPA on CUDA, math on CPU), 'sdpa' or 'math'
-                 upsample: str = 'pixel'):              # stages 2+: 'pixel' (shuffle, TransGAN) or 'bicubic' (+ linear)
+                 upsample: str = 'pixel',               # stages 2+: 'pixel' (shuffle, TransGAN) or 'bicubic' (+ linear)
+                 shift_windows: bool = False):          # grid attention: shift the windows of every second block (Swin)
         super().__init__()
         depths, heads, windows = list(depths), list(heads), list(windows)
         bottom_width, stages = _check_generator_sizes(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution,
@@ -156,7 +158,7 @@ class Generator(nn.Module):
             img_channels=img_channels, mlp_ratio=mlp_ratio, cond_proj=cond_proj, stage_norm=stage_norm, upsample=upsample)
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows, mlp_ratio=mlp_ratio,
-            cond_proj=cond_proj, stage_norm=stage_norm, attention=attention, upsample=upsample)
+            cond_proj=cond_proj, stage_norm=stage_norm, attention=attention, upsample=upsample, shift_windows=shift_windows)
         self.z_dim, self.c_dim, self.img_resolution, self.img_channels = z_dim, c_dim, img_resolution, img_channels
         self.bottom_width, self.cond_proj, self.n_stages = bottom_width, cond_proj, len(depths)
         cond_dim = z_dim // self.n_stages + c_dim if cond_proj else None
@@ -167,7 +169,7 @@ class Generator(nn.Module):
         for i, (side, width) in enumerate(stages):
             up = 'bicubic' if i == 0 else 'pixel' if upsample == 'pixel' else 'bicubic_proj'
             self.stages.append(GeneratorStage(in_dim, in_side, up, depths[i], heads[i],
-                                              windows[i], cond_dim, stage_norm, mlp_ratio, attention))
+                                              windows[i], cond_dim, stage_norm, mlp_ratio, attention, shift_windows))
             in_dim, in_side = width, side
         self.to_rgb = nn.Linear(in_dim, img_channels)
 
@@ -188,8 +190,8 @@ class Generator(nn.Module):
 GENERATOR_SIZES = {
     'paper': dict(),
     'small': dict(z_dim=96, dim=256, depths=[2, 2, 1], heads=[4, 4, 2], windows=[None, 16, 16], upsample='bicubic'),
-    'cpu': dict(z_dim=96, img_resolution=32, dim=256, depths=[2, 1, 1], heads=[4, 4, 2], windows=[None, 8, 8],
-                upsample='bicubic'),
+    'cpu': dict(z_dim=96, img_resolution=32, dim=256, depths=[1, 1, 1], heads=[4, 4, 2], windows=[None, 4, 4],
+                mlp_ratio=2.0, upsample='bicubic'),
     'tiny': dict(z_dim=32, img_resolution=32, dim=128, depths=[1, 1, 1, 1], heads=[2, 2, 2, 1],
                  windows=[None, None, 8, 8]),
 }

@@ -6,14 +6,14 @@ Docs: https://hvitgan.github.io/hvitgan/training_metrics.html.md"""
 
 # %% ../nbs/10a_training_metrics.ipynb #90e33069
 from __future__ import annotations
-import functools, hashlib, time
+import functools, hashlib, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core import ConfigError, from_uint8, make_generator
+from .core import ConfigError, atomic_write, from_uint8, make_generator
 from .data import balanced_subset, open_pcam, resize_patches, split_valid
 from .metrics import (FIDStats, classification_metrics, dataset_batches, dataset_fingerprint, generate_for_fid,
                              inception_features, load_fid_inception)
@@ -21,7 +21,8 @@ from .sample import load_snapshot, select_mask, truncated_normal
 
 # %% auto #0
 __all__ = ['SPLIT_SEED', 'SA_TAU', 'SA_THRESHOLD', 'METRICS', 'MetricContext', 'metric_context', 'MetricResult', 'Metric',
-           'register_metric', 'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot']
+           'register_metric', 'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric',
+           'plot_metric_curves']
 
 # %% ../nbs/10a_training_metrics.ipynb #91f462a2
 SPLIT_SEED = 0  # seed of the selection / test halves of valid (the same halves as Table 1 and the demo)
@@ -165,3 +166,31 @@ def evaluate_snapshot(path,              # network-snapshot-*.pt
     "The metrics of one snapshot: {name: {value, ...fields}}."
     G, D, _ = load_snapshot(path, device)
     return {name: dict(value=float(r), **r.as_dict()) for name, fn in metric_fns(names, ctx).items() for r in [fn(G, D)]}
+
+# %% ../nbs/10a_training_metrics.ipynb #20f57bc8
+def read_metric(run_dir, name: str) -> list[dict]:
+    "The records of `metric-<name>.jsonl` of a run, oldest first ([] when absent)."
+    path = Path(run_dir) / f'metric-{name}.jsonl'
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
+
+def plot_metric_curves(runs: dict,  # label -> run directory
+                       path=None,   # save the figure here (PNG) when given
+                      ):
+    "FID (over its real-vs-real floor), class-head AUC and the lower SA acceptance against kimg, one line per run."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    floor = None
+    for label, run in runs.items():
+        for ax, name, key in zip(axes, ('fid', 'auc', 'sa'), ('fid', 'auc', 'value')):
+            recs = read_metric(run, name)
+            if not recs: continue
+            ax.plot([r['kimg'] for r in recs], [r[key] for r in recs], marker='.', label=label)
+            if name == 'fid': floor = recs[0]['floor']
+    if floor is not None: axes[0].axhline(floor, color='k', ls='--', lw=1, label=f'real vs real ({floor:.1f})')
+    for ax, title in zip(axes, ('FID (lower is better)', 'class-head AUC', 'SA acceptance (lower class)')):
+        ax.set_title(title); ax.set_xlabel('kimg'); ax.legend(fontsize=7)
+    axes[0].set_yscale('log')
+    fig.tight_layout()
+    if path is not None:
+        with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80)
+    return fig

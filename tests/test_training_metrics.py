@@ -67,3 +67,17 @@ def test_conv_control_trains_and_reloads(pcam, tmp_path):
     assert (type(G).__name__, type(D).__name__, cfg['net_size']) == ('ConvGenerator', 'ConvDiscriminator', 'conv')
     img = G(torch.randn(2, G.z_dim), torch.tensor([0, 1]))
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+
+
+def test_cli_evaluate_snapshot(pcam, tmp_path):
+    run = tmp_path / 'run'
+    training_loop(make_config('tiny', data=str(pcam), total_kimg=0.016), run, progress=False)
+    snap = sorted(run.glob('network-snapshot-0*.pt'))[-1]
+    out = tmp_path / 'eval.json'
+    r = subprocess.run([sys.executable, '-m', 'hvitgan.cli', 'evaluate', str(snap), '--metrics', 'auc,sa', '--n', '12', '--out', str(out)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())[str(snap)]
+    assert set(res) == {'auc', 'sa'} and 0 <= res['auc']['value'] <= 1 and res['sa']['n'] == 12
+    bad = subprocess.run([sys.executable, '-m', 'hvitgan.cli', 'evaluate', str(snap), '--metrics', 'kid'], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and 'unknown metric(s) kid' in bad.stderr
