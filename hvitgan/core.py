@@ -177,9 +177,13 @@ class Stats:
     def as_dict(self) -> dict: return {k: self._sum[k] / self._n[k] for k in sorted(self._sum)}
 
 def append_jsonl(path, record: dict):
-    "Append `record` as one JSON line to `path` (flushed and fsynced)."
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n'); f.flush(); os.fsync(f.fileno())
+    "Append `record` as one JSON line to `path` (flushed and fsynced); a full disk is the one-line 'no space left' error."
+    try:
+        with open(path, 'a') as f:
+            f.write(json.dumps(record) + '\n'); f.flush(); os.fsync(f.fileno())
+    except OSError as e:
+        if is_no_space(e): raise HvitganError(f"no space left on {Path(path).parent} (while appending to {Path(path).name})") from None
+        raise
 
 def new_run_dir(root, desc: str) -> Path:
     "Create `root/NNNNN-desc` with the next free id."

@@ -311,6 +311,8 @@ def synthesize(snapshot, # network-snapshot-*.pt
     if on_cap not in ('raise', 'warn'): raise ConfigError(f"on_cap: expected 'raise' or 'warn', got {on_cap!r}")
     if not isinstance(batch_size, int) or batch_size < 1: raise ConfigError(f"batch_size: must be a positive int, got {batch_size!r}")
     G, D, config = load_snapshot(snapshot, device)
+    n = sum(_per_class(n_per_class, G.c_dim, 'n_per_class'))
+    check_free_space(Path(out_dir), int(n * np.prod(IMG_SHAPE) * 1.05) + (1 << 20))  # a full disk fails before generating
     try: return _synthesize(snapshot, G, D, config, out_dir, n_per_class, selective, tau, threshold, seed, batch_size,
                             max_attempts, on_cap, trunc_mode, rule, split, png, resize, progress)
     except NonFiniteOutputError as e: raise CheckpointError(f"{snapshot}: {e}") from None

@@ -90,6 +90,7 @@ class RealBatches:
         n_all = len(dataset)
         index = balanced_subset(np.asarray(dataset.labels), cfg.subset, cfg.seed) if cfg.subset else np.arange(n_all)
         self.n, self.batch, self.res, self.device, self.position = len(index), cfg.batch_size, cfg.img_resolution, device, position
+        if self.batch > self.n: raise ConfigError(f"config key 'batch_size': {self.batch} is more than the {self.n} training images")
         sampler = _BatchSampler(self.n, np.asarray(index), cfg.batch_size, get_rank(), get_world_size(), cfg.seed, position)
         self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                                        pin_memory=device.type == 'cuda', persistent_workers=cfg.num_workers > 0,
@@ -248,10 +249,12 @@ def _real_grid(dataset, cfg: TrainConfig, c_dim: int, path):
 _RUNNER_FILES = ('params.json', 'done.json')  # written by `experiments.run_notebook` before the template trains
 
 def _is_run_dir(run_dir: Path) -> bool:
-    "Whether `run_dir` is a training run directory: its `config.json` holds a hvitgan `TrainConfig`."
-    try: cfg = json.loads((run_dir / 'config.json').read_text())
-    except (OSError, ValueError): return False
-    return isinstance(cfg, dict) and {'net_size', 'scenario', 'batch_size', 'total_kimg'} <= set(cfg)
+    "Whether `run_dir` is a training run directory: its `config.json` holds a hvitgan `TrainConfig`, or it holds training states."
+    if (run_dir / 'config.json').exists():
+        try: cfg = json.loads((run_dir / 'config.json').read_text())
+        except (OSError, ValueError): return False
+        return isinstance(cfg, dict) and {'net_size', 'scenario', 'batch_size', 'total_kimg'} <= set(cfg)
+    return bool(find_states(run_dir))
 
 def _check_run_dir(run_dir: Path):
     "`ConfigError` when `run_dir` is a non-empty folder that is not a run directory (nothing in it is touched)."
