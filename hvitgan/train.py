@@ -270,14 +270,14 @@ def _guard_run_dir(fn):
     from hvitgan.core import Interrupted
     @functools.wraps(fn)
     def wrapper(cfg, run_dir, *args, **kwargs):
-        run_dir = Path(run_dir)
-        _check_run_dir(run_dir)
+        run_dir, rank0 = Path(run_dir), int(os.environ.get('RANK', '0')) == 0  # rank 0 alone writes (and checks) the folder
+        if rank0: _check_run_dir(run_dir)
         before = set(os.listdir(run_dir)) if run_dir.is_dir() else set()
         try: return fn(cfg, run_dir, *args, **kwargs)
         except BaseException as e:
             if not isinstance(e, (Exception, KeyboardInterrupt)): raise
             states = find_states(run_dir)
-            if not states and int(os.environ.get('RANK', '0')) == 0 and run_dir.is_dir():
+            if not states and rank0 and run_dir.is_dir():
                 if not before: shutil.rmtree(run_dir, ignore_errors=True)
                 else:
                     for name in set(os.listdir(run_dir)) - before:
