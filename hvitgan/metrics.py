@@ -273,7 +273,9 @@ def resolve_fid_weights(weights=None,          # explicit weights file; override
     if download is None: download = os.environ.get('HVITGAN_FID_DOWNLOAD', '') not in ('', '0')
     if download:
         try: return _download_pytorch_fid(), PYTORCH_FID_SOURCE
-        except Exception as e: tried.append(f"download: {type(e).__name__}: {e}")
+        except Exception as e:
+            tried.append(f"download: {type(e).__name__}: {e}")
+            if isinstance(e, FIDWeightsError): warnings.warn(f"FID weights download refused: {e}")  # loud, even when a fallback follows
     else: tried.append("download: not enabled")
     helper = fid_helper_weights_path() if fid_helper else None
     if helper is not None: return _load_weights_file(helper)

