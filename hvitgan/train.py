@@ -90,7 +90,7 @@ class RealBatches:
         n_all = len(dataset)
         index = balanced_subset(np.asarray(dataset.labels), cfg.subset, cfg.seed) if cfg.subset else np.arange(n_all)
         self.n, self.batch, self.res, self.device, self.position = len(index), cfg.batch_size, cfg.img_resolution, device, position
-        if self.batch > self.n: raise ConfigError(f"config key 'batch_size': {self.batch} is more than the {self.n} training images")
+        if self.batch > self.n: warnings.warn(f"config key 'batch_size': {self.batch} is more than the {self.n} training images (every batch repeats images)")
         sampler = _BatchSampler(self.n, np.asarray(index), cfg.batch_size, get_rank(), get_world_size(), cfg.seed, position)
         self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                                        pin_memory=device.type == 'cuda', persistent_workers=cfg.num_workers > 0,

@@ -212,8 +212,7 @@ def test_config_rejects_nan_inside_network_kwargs():
     (['--kimg', 'nan'], '--kimg'), (['--kimg', 'inf'], '--kimg'), (['--kimg', '-1'], '--kimg'), (['--kimg', '0'], '--kimg'),
     (['--minutes', 'nan'], '--minutes'), (['--minutes', '-1'], '--minutes'), (['--minutes', 'inf'], '--minutes'),
     (['--seed', '-1'], "'seed'"), (['--seed', str(2**40)], "'seed'"),
-    (['--set', 'lr_G=NaN'], "'lr_G'"), (['--set', 'lr_D=Infinity'], "'lr_D'"), (['--set', 'gp_weight=Infinity'], "'gp_weight'"),
-    (['--batch', '1000'], "'batch_size': 1000 is more than the 4 training images")])
+    (['--set', 'lr_G=NaN'], "'lr_G'"), (['--set', 'lr_D=Infinity'], "'lr_D'"), (['--set', 'gp_weight=Infinity'], "'gp_weight'")])
 def test_train_numbers_are_checked_before_any_work(args, needle, tmp_path, capsys):
     data = make_fake_pcam(tmp_path / 'pcam', n_per_class=2)
     code, _, err = run_cli(['train', '--preset', 'tiny', '--data', data, '--out', tmp_path / 'runs', '--no-progress', *args], capsys)
@@ -363,6 +362,13 @@ def test_resume_state_that_does_not_fit(tiny_run, tmp_path, change):
     with pytest.raises(CheckpointError, match='training-state-000000.pt'):
         training_loop(make_config('tiny', data=data, total_kimg=0.032), rd, progress=False)
     assert listing(rd) == before
+
+def test_batch_larger_than_the_data_is_reported(tmp_path):
+    from hvitgan.data import open_pcam
+    from hvitgan.train import RealBatches
+    data = make_fake_pcam(tmp_path / 'pcam', n_per_class=2)
+    with pytest.warns(UserWarning, match="'batch_size': 1000 is more than the 4 training images"):
+        RealBatches(open_pcam(data), make_config('tiny', data=str(data), batch_size=1000), torch.device('cpu'))
 
 def test_kimg_below_progress_says_nothing_to_train(tiny_run):
     run, data = tiny_run
