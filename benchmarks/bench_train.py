@@ -1,80 +1,127 @@
-"""Training speed: seconds per D step, per G step, and training images/s for the `small` and `paper` presets.
+"""Training speed: ms per D step (G step amortised), images/s, host syncs and kernel launches per D step, achieved
+TFLOP/s and its share of the card's bf16 peak, for eager, fused-D and CUDA-graph iterations.
 
-Times the library's own `d_step` / `g_step` (DiffAugment, GP with double backward, class terms, sigmas, clipping,
-Adam) on random real batches, so data loading is excluded. Average per D step includes the G step amortised over
-n_critic D steps; images/s counts real images shown to D.
+Times `hvitgan.train.TrainStep.run` (one G forward for the n_critic fakes, n_critic D steps with DiffAugment, GP
+double backward, class terms, sigmas, clipping and fused Adam, one G step, the EMA) on random real batches, so data
+loading is excluded. One iteration shows n_critic batches to D; ms per D step = iteration time / n_critic.
+Host syncs are counted with `HostSyncCounter` (reads of device values, device-to-host copies; Adam's host step
+reads apart), kernel launches and FLOPs with the profiler and `torch.utils.flop_counter` over one iteration.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_train.py --presets small paper --steps 3
-    python benchmarks/bench_train.py --presets paper --device cuda --bf16 --tf32 --compile --steps 50   # GPU
+    OMP_NUM_THREADS=2 python benchmarks/bench_train.py --presets tiny --device cpu --steps 10
+    python benchmarks/bench_train.py --presets paper small --device cuda --bf16 --tf32 --modes eager fused graphed
 """
-import argparse, functools, os, platform, time
+import argparse, copy, functools, platform, time, warnings
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from hvitgan.config import make_config
-from hvitgan.core import Stats, make_generator
+from hvitgan.core import make_generator
 from hvitgan.diffaug import diff_augment
 from hvitgan.generator import param_count
 from hvitgan.losses import HViTGANLoss, get_scenario, make_loss_weights
-from hvitgan.train import _sample_latents, build_networks, build_optimizers, d_step, g_step
+from hvitgan.train import HostSyncCounter, TrainStep, build_networks, build_optimizers
+
+MODES = {'eager': dict(), 'fused': dict(fused_d=True), 'graphed': dict(fused_d=True, cuda_graphs=True),
+         'graphed-unfused': dict(cuda_graphs=True)}
+BF16_PEAK_TFLOPS = {'H200': 989.4, 'H100': 989.4, 'A100': 312.0, 'L40S': 362.1, 'L4': 121.0}  # dense, vendor sheets
 
 
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 
-def bench(preset, device, steps, warmup, bf16, tf32, compile_G, batch=None):
-    "Mean seconds per D step and per G step of `preset` on `device`."
-    kw = dict(device=device.type, bf16=bf16, tf32=tf32, compile_G=compile_G, **({'batch_size': batch} if batch else {}))
+def _peak(device):
+    if device.type != 'cuda': return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+
+
+def make_step(preset, device, mode, bf16, tf32, batch=None):
+    "A TrainStep of `preset` in `mode` on `device`, and endless random real batches."
+    kw = dict(device=device.type, bf16=bf16, tf32=tf32, **MODES[mode], **({'batch_size': batch} if batch else {}))
     cfg = make_config(preset, 'e', **kw)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.manual_seed(0)
     G, D = build_networks(cfg, device)
     wG, wD = (w.to(device) for w in make_loss_weights(get_scenario(cfg.scenario)))
     opt_G, opt_D = build_optimizers(cfg, G, D, wG, wD)
-    G_fwd = torch.compile(G) if compile_G else G
-    gen = make_generator(0, device)
+    gen = make_generator(2, device)
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen)
-    loss = HViTGANLoss(D, get_scenario(cfg.scenario), wG, wD, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight, generator=gen)
-    z_dim, B, R = G.init_kwargs['z_dim'], cfg.batch_size, cfg.img_resolution
-    real = torch.rand(B, 3, R, R, generator=make_generator(1)).to(device) * 2 - 1  # [B, 3, R, R]
-    real_c = torch.arange(B, device=device) % 2
-    zgen, st = make_generator(2), Stats()
-    t_d, t_g = [], []
-    for i in range(warmup + steps):
-        z, c = _sample_latents(cfg, z_dim, 2, zgen, device)
-        _sync(device); t0 = time.perf_counter()
-        d_step(cfg, G_fwd, D, loss, opt_D, wD, real, real_c, z, c, st, 'bench')
-        _sync(device); t1 = time.perf_counter()
-        g_step(cfg, G_fwd, G, D, loss, opt_G, wG, z, c, st, 'bench')
-        _sync(device); t2 = time.perf_counter()
-        if i >= warmup: t_d.append(t1 - t0); t_g.append(t2 - t1)
-    d, g = sum(t_d) / len(t_d), sum(t_g) / len(t_g)
-    per_d = d + g / cfg.n_critic
-    return dict(preset=preset, device=str(device), batch=B, n_critic=cfg.n_critic, G_params=param_count(G), D_params=param_count(D),
-                d=d, g=g, per_d=per_d, img_s=B / per_d)
+    loss = HViTGANLoss(D, get_scenario(cfg.scenario), wG, wD, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight,
+                       generator=gen, fused=cfg.fused_d)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    step = TrainStep(cfg, G, G, D, G_ema, loss, opt_G, opt_D, wG, wD, make_generator(1), device, generators=[gen])
+    B, R = cfg.batch_size, cfg.img_resolution
+    real = (torch.rand(B, 3, R, R, generator=make_generator(1)).to(device) * 2 - 1, torch.arange(B, device=device) % 2)
+    reals = iter(lambda: real, None)  # the same batch forever
+    return cfg, step, reals, (G, D)
+
+
+def bench(preset, device, mode, steps, warmup, bf16, tf32, batch=None, profile_kernels=True):
+    "ms per D step (amortised), img/s, host syncs, kernel launches and FLOPs per D step for one mode."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        cfg, step, reals, (G, D) = make_step(preset, device, mode, bf16, tf32, batch)
+        n = cfg.n_critic
+        nimg = lambda k: k * n * cfg.batch_size
+        for k in range(warmup): step.run(reals, nimg(k))   # graph warm-up and capture happen here
+    _sync(device); t0 = time.perf_counter()
+    for k in range(steps): step.run(reals, nimg(warmup + k))
+    _sync(device); dt = (time.perf_counter() - t0) / steps
+    with HostSyncCounter() as counter: step.run(reals, nimg(warmup + steps)); _sync(device)
+    with FlopCounterMode(display=False) as flops: step.run(reals, nimg(warmup + steps + 1))
+    launches = None
+    if profile_kernels:
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+        with profile(activities=acts) as prof: step.run(reals, nimg(warmup + steps + 2)); _sync(device)
+        ev = prof.events()
+        launches = (sum(1 for e in ev if e.device_type == torch.autograd.DeviceType.CUDA) if device.type == 'cuda'
+                    else sum(1 for e in ev if e.name.startswith('aten::')))  # CPU: ATen ops per iteration
+    step.guard.check()
+    per_d, fl = dt / n, flops.get_total_flops() / n
+    peak = _peak(device)
+    tflops = fl / per_d / 1e12
+    return dict(preset=preset, mode=mode, batch=cfg.batch_size, n_critic=n, G_params=param_count(G), D_params=param_count(D),
+                ms=1e3 * per_d, img_s=cfg.batch_size / per_d, syncs=counter.syncs / n, optim_reads=counter.optim_reads / n,
+                h2d=counter.pageable_h2d / n, launches=None if launches is None else launches / n, gflop=fl / 1e9,
+                tflops=tflops, peak=None if peak is None else tflops / peak, graphed=step.graph is not None,
+                notes=[str(w.message) for w in caught if 'cuda_graphs' in str(w.message)])
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--presets', nargs='+', default=['small', 'paper'])
+    p.add_argument('--modes', nargs='+', default=['eager'], choices=list(MODES))
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--steps', type=int, default=3, help='timed iterations (one D step + one G step each)')
-    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--steps', type=int, default=5, help='timed iterations (n_critic D steps + one G step each)')
+    p.add_argument('--warmup', type=int, default=4, help='untimed iterations first (graph warm-up and capture)')
     p.add_argument('--batch', type=int, default=None, help="override the preset's batch size")
-    p.add_argument('--bf16', action='store_true'); p.add_argument('--tf32', action='store_true'); p.add_argument('--compile', action='store_true')
+    p.add_argument('--bf16', action='store_true'); p.add_argument('--tf32', action='store_true')
+    p.add_argument('--no-profile', action='store_true', help='skip the kernel count (the profiler is slow on CPUs)')
     a = p.parse_args()
     device = torch.device(a.device)
-    card = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+    card = (torch.cuda.get_device_name(device) if device.type == 'cuda'
+            else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads')
     print(f"torch {torch.__version__}; device {device} ({card}); dtype {'bf16 autocast' if a.bf16 else 'fp32'}; "
-          f"tf32 {a.tf32}; compile G {a.compile}; steps {a.steps} after {a.warmup} warm-up")
-    print(f"{'preset':8} {'batch':>5} {'n_crit':>6} {'G M':>6} {'D M':>6} {'s/D step':>9} {'s/G step':>9} {'s/D step avg':>12} {'img/s':>8}")
+          f"tf32 {a.tf32}; {a.steps} timed iterations after {a.warmup}")
+    launch = 'kernels' if device.type == 'cuda' else 'aten ops'
+    print(f"{'preset':7} {'mode':15} {'batch':>5} {'n_crit':>6} {'ms/D step':>10} {'img/s':>8} {'syncs/D':>8} "
+          f"{launch + '/D':>13} {'GFLOP/D':>8} {'TFLOP/s':>8} {'of peak':>8}")
     for preset in a.presets:
-        r = bench(preset, device, a.steps, a.warmup, a.bf16, a.tf32, a.compile, a.batch)
-        print(f"{r['preset']:8} {r['batch']:5d} {r['n_critic']:6d} {r['G_params'] / 1e6:6.2f} {r['D_params'] / 1e6:6.2f} "
-              f"{r['d']:9.4f} {r['g']:9.4f} {r['per_d']:12.4f} {r['img_s']:8.2f}")
-        print(f"  G step / D step = {r['g'] / r['d']:.2f}; 500 epochs of 32,768 images at this speed: "
-              f"{500 * 32768 / r['img_s'] / 3600:.1f} h")
+        for mode in a.modes:
+            t = time.time()
+            r = bench(preset, device, mode, a.steps, a.warmup, a.bf16, a.tf32, a.batch, not a.no_profile)
+            launches = '-' if r['launches'] is None else f"{r['launches']:.0f}"
+            peak = '-' if r['peak'] is None else f"{100 * r['peak']:.2f}%"
+            print(f"{r['preset']:7} {r['mode']:15} {r['batch']:5d} {r['n_critic']:6d} {r['ms']:10.2f} {r['img_s']:8.1f} "
+                  f"{r['syncs']:8.2f} {launches:>13} {r['gflop']:8.2f} {r['tflops']:8.3f} {peak:>8}"
+                  f"   ({time.time() - t:.0f} s{'; graphed' if r['graphed'] else ''}"
+                  f"{'; optim host reads/D ' + format(r['optim_reads'], '.1f') if r['optim_reads'] else ''}"
+                  f"{'; pageable H2D/D ' + format(r['h2d'], '.1f') if r['h2d'] else ''})")
+            for note in r['notes']: print(f"    {note}")
+    print("500 epochs of 32,768 images take 500 * 32768 / (img/s) / 3600 hours at these speeds")
 
 
 if __name__ == '__main__':

@@ -7,13 +7,13 @@ Docs: https://hvitgan.github.io/hvitgan/config.html.md"""
 # %% ../nbs/07_config.ipynb #2590dafc
 from __future__ import annotations
 import json
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import MISSING, dataclass, field, fields, asdict
 
 from .core import ConfigError
 from .losses import get_scenario
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCH_FIELDS', 'RESUMABLE_FIELDS', 'TrainConfig', 'validate', 'make_config', 'network_kwargs',
+__all__ = ['CPU_RECIPE', 'PRESETS', 'ARCH_FIELDS', 'RESUMABLE_FIELDS', 'TrainConfig', 'validate', 'make_config', 'network_kwargs',
            'config_diff', 'check_resume_compatible']
 
 # %% ../nbs/07_config.ipynb #c4f6a807
@@ -28,10 +28,11 @@ class TrainConfig:
     data: str = ''  # PCam folder or HDF5 root; '' = the shipped sample (`core.sample_root()`) when present
     split: str = 'train'  # split of `data` to train on
     subset: int = 0  # class-balanced seeded subset of this many images (paper: 32768); 0 = all images
-    img_resolution: int = 32  # training resolution; PCam's 96 px images are area-resized when different
+    img_resolution: int = 32  # training resolution; PCam's 96 px images are brought to it as `resize` says
+    resize: str = 'area'  # 96 px -> img_resolution: 'area' (area-resize the whole patch) or 'center' (central crop)
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     # Networks
-    net_size: str = 'tiny'  # key of NETWORK_SIZES ('tiny', 'small', 'paper') for both G and D
+    net_size: str = 'tiny'  # named size of G and D: 'tiny', 'cpu', 'small', 'paper' (ViT) or 'conv' (the control)
     G_kwargs: dict = field(default_factory=dict)  # overrides of the generator's constructor keywords
     D_kwargs: dict = field(default_factory=dict)  # overrides of the discriminator's constructor keywords
     # Loss (model-spec section 5)
@@ -40,6 +41,7 @@ class TrainConfig:
     augment: str = 'color,translation,cutout,scale,rotate'  # DiffAugment policy for every D input ('' = none)
     gp_augment: bool = True  # apply a fresh DiffAugment draw to the GP interpolate (TransGAN behaviour)
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
+    gp_every: int = 1  # lazy GP (StyleGAN2): the penalty on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper)
     # Optimisation (Sec. 3.2)
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun
     lr_G: float = 1e-4  # Adam learning rate of G and its sigma
@@ -56,13 +58,18 @@ class TrainConfig:
     snapshot_ticks: int = 1  # network snapshot, training state and metrics every this many ticks (and at the end)
     keep_states: int = 2  # newest training states kept on disk (older ones are deleted); 0 = keep all
     grid_per_class: int = 8  # columns of the fixed-seed image grid (one row per class)
-    best_metric: str = ''  # metric whose lowest value selects network-snapshot-best.pt ('fid'); '' = none
+    metrics: str = ''  # comma-separated training-time metrics at snapshot ticks ('fid,auc,sa'); '' = none
+    metric_n: int = 1000  # images per FID evaluation (generated and real, selection half of valid) and per AUC
+    metric_bf16: bool = True  # FID Inception features under bf16 autocast (about 5x faster on AMX CPUs; floor alike)
+    best_metric: str = ''  # metric that selects network-snapshot-best.pt ('fid': lowest; 'auc': highest); '' = none
     # Speed (GPU options; each also runs on CPU)
     device: str = 'auto'  # 'auto' (cuda when available), 'cpu' or 'cuda'
     bf16: bool = False  # bf16 autocast for the network passes; the GP norm stays float32
     tf32: bool = False  # allow TF32 matmuls and convolutions on Ampere and newer GPUs
     compile_G: bool = False  # torch.compile the generator used for training steps
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise-reproducible runs)
+    fused_d: bool = False  # one D call per D step on [T(real), T(gen), T(xhat)] (the same draws and maths, fewer kernels)
+    cuda_graphs: bool = False  # replay each training iteration as one CUDA graph (CUDA only; else eager, with the reason)
 
     def __post_init__(self): validate(self)
     def to_dict(self) -> dict: return asdict(self)
@@ -106,8 +113,15 @@ def validate(cfg: TrainConfig):
     for k in ['subset', 'num_workers', 'grad_clip', 'ema_kimg', 'ema_rampup', 'gp_weight', 'drift_weight', 'keep_states']:
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
     if not 0 <= cfg.seed < 2**32: raise ConfigError(f"config key 'seed': must be in [0, 2**32), got {cfg.seed!r}")
+    if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")
     for k in ['beta1', 'beta2']:
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
+    if cfg.resize not in ('area', 'center'): raise ConfigError(f"config key 'resize': expected 'area' or 'center', got {cfg.resize!r}")
+    if cfg.metric_n < 2: raise ConfigError(f"config key 'metric_n': must be >= 2, got {cfg.metric_n!r}")
+    from hvitgan.training_metrics import parse_metrics  # the registry, loaded only here (it imports the samplers)
+    names = parse_metrics(cfg.metrics)
+    if cfg.best_metric and cfg.best_metric not in names:
+        raise ConfigError(f"config key 'best_metric': {cfg.best_metric!r} is not among the metrics computed ({cfg.metrics!r})")
     if cfg.device not in ('auto', 'cpu', 'cuda') and not cfg.device.startswith('cuda:'):
         raise ConfigError(f"config key 'device': expected 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     for k in ['G_kwargs', 'D_kwargs']:
@@ -115,15 +129,23 @@ def validate(cfg: TrainConfig):
         except (TypeError, ValueError) as e: raise ConfigError(f"config key {k!r}: must be JSON-able, without NaN or infinity ({e})") from None
 
 # %% ../nbs/07_config.ipynb #ab531d8d
+CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout',
+                  total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=10, ema_kimg=10.0, metrics='fid,auc,sa',
+                  best_metric='fid', grid_per_class=8, device='cpu')
+
 PRESETS = {
     'tiny': dict(net_size='tiny', img_resolution=32, batch_size=4, n_critic=2, total_kimg=0.048, kimg_per_tick=0.016,
                  snapshot_ticks=1, ema_kimg=0.05, grid_per_class=4, device='cpu'),
-    'small': dict(net_size='small', img_resolution=96, batch_size=8, n_critic=5, total_kimg=200.0, kimg_per_tick=0.2,
-                  snapshot_ticks=5, ema_kimg=10.0, grid_per_class=8),
+    'cpu': dict(CPU_RECIPE, net_size='cpu'),
+    'conv': dict(CPU_RECIPE, net_size='conv'),
+    'small': dict(net_size='small', img_resolution=96, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4,
+                  augment='color,translation,cutout', total_kimg=1000.0, kimg_per_tick=10.0, snapshot_ticks=3, ema_kimg=10.0,
+                  metrics='fid,auc,sa', best_metric='fid', num_workers=4, bf16=True, tf32=True, grid_per_class=8),
     'sample': dict(net_size='paper', img_resolution=96, batch_size=12, n_critic=5, total_kimg=10000.0, kimg_per_tick=20.0,
-                   snapshot_ticks=5, best_metric='fid', num_workers=4, grid_per_class=8),
+                   snapshot_ticks=5, metrics='fid,auc,sa', best_metric='fid', num_workers=4, grid_per_class=8),
     'paper': dict(net_size='paper', img_resolution=96, batch_size=12, n_critic=5, subset=32768, total_kimg=16384.0,
-                  kimg_per_tick=32.768, snapshot_ticks=5, best_metric='fid', num_workers=4, grid_per_class=8),
+                  kimg_per_tick=32.768, snapshot_ticks=5, metrics='fid,auc,sa', best_metric='fid', num_workers=4,
+                  grid_per_class=8),
 }
 
 def make_config(preset: str = 'tiny', # a key of PRESETS
@@ -146,12 +168,15 @@ def network_kwargs(cfg: TrainConfig) -> tuple[dict, dict]:
 # %% ../nbs/07_config.ipynb #2e22c988
 ARCH_FIELDS = ('net_size', 'G_kwargs', 'D_kwargs', 'img_resolution', 'scenario')
 RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
-                    'best_metric', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic')
+                    'best_metric', 'metrics', 'metric_n', 'metric_bf16', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic',
+                    'fused_d', 'cuda_graphs')
 
 def config_diff(old: dict, new: TrainConfig) -> list[str]:
     "Fields other than RESUMABLE_FIELDS whose values differ, as 'name: old -> new'."
     new = new.to_dict()
-    return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_FIELDS and old.get(k) != new[k]]
+    default = TrainConfig.__dataclass_fields__  # a key missing from an older config had its default's behaviour
+    old = {k: old.get(k, default[k].default_factory() if default[k].default_factory is not MISSING else default[k].default) for k in new}
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if k not in RESUMABLE_FIELDS and old[k] != new[k]]
 
 def check_resume_compatible(old: dict, new: TrainConfig, source: str = 'checkpoint'):
     "Raise `ConfigError` naming the fields in which `new` differs from the stored `old` config."

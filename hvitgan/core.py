@@ -167,14 +167,37 @@ def save_image_grid(img: torch.Tensor, path, nrow: int):
 
 # %% ../nbs/00_core.ipynb #f3b81b34
 class Stats:
-    "Accumulate named scalars and report their means."
-    def __init__(self): self.reset()
-    def reset(self): self._sum, self._n = defaultdict(float), defaultdict(int)
+    "Accumulate named scalars and report their means; tensors are summed on their device and read only by `as_dict`."
+    def __init__(self): self._acc = {}; self.reset()
+    def reset(self):
+        "Forget what was reported; device sums are zeroed in place (a captured CUDA graph keeps adding to them)."
+        self._sum, self._n = defaultdict(float), defaultdict(int)
+        for acc in self._acc.values(): acc.zero_()
     def report(self, name: str, value):
-        "Add `value` (a number or a tensor, averaged) under `name`."
-        v = value.detach().float().mean().item() if torch.is_tensor(value) else float(value)
-        self._sum[name] += v; self._n[name] += 1
-    def as_dict(self) -> dict: return {k: self._sum[k] / self._n[k] for k in sorted(self._sum)}
+        "Add `value` (a number, or a tensor counted once as its mean) under `name`; a tensor is not read here."
+        if torch.is_tensor(value): self.add((name,), value.detach().float().mean()[None])
+        else: self._sum[name] += float(value); self._n[name] += 1
+    def add(self, names: tuple, values: torch.Tensor):
+        "Add `values` [len(names)], one scalar per name (`None`: not reported), on their device without a host sync."
+        acc = self._acc.get(names)
+        if acc is None:
+            if values.is_cuda and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(f"Stats: first report of {names} inside a CUDA-graph capture; report them once before capturing")
+            acc = self._acc[names] = values.new_zeros(len(names) + 1, dtype=torch.float64)  # the sums, then the count
+        acc[:-1] += values.detach()
+        acc[-1] += 1
+    def as_dict(self) -> dict:
+        "The mean of every name reported since `reset`; reads the device sums (one host sync per device)."
+        sums, n = defaultdict(float, self._sum), defaultdict(int, self._n)
+        by_device = defaultdict(list)
+        for names, acc in self._acc.items(): by_device[acc.device].append((names, acc))
+        for items in by_device.values():
+            flat = torch.cat([acc for _, acc in items]).cpu().tolist()
+            for names, acc in items:
+                vals, flat = flat[:len(acc)], flat[len(acc):]
+                for k, v in zip(names, vals[:-1]):
+                    if k is not None and vals[-1] > 0: sums[k] += v; n[k] += int(vals[-1])
+        return {k: sums[k] / n[k] for k in sorted(sums) if n[k] > 0}
 
 def append_jsonl(path, record: dict):
     "Append `record` as one JSON line to `path` (flushed and fsynced); a full disk is the one-line 'no space left' error."

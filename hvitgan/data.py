@@ -23,7 +23,8 @@ from .core import DataError, atomic_write, from_uint8, make_generator, sample_ro
 __all__ = ['SPLITS', 'SPLIT_ALIASES', 'PCAM_SIZES', 'IMG_SHAPE', 'CENTRE', 'CSV_FIELDS', 'ROW_BYTES', 'IMG_EXTS', 'PAPER_SUBSET',
            'PCAM_URL', 'PCAM_GZ_MD5', 'canonical_split', 'pcam_filenames', 'write_pcam_h5', 'make_fake_pcam',
            'find_pcam_h5', 'PCamDataset', 'PCamH5', 'PCamFolder', 'open_pcam', 'convert_to_h5', 'balanced_subset',
-           'split_valid', 'InfiniteSampler', 'make_loader', 'label_safe_augment', 'LabelSafeAugment', 'download_pcam']
+           'split_valid', 'resize_patches', 'ResizedPatches', 'InfiniteSampler', 'make_loader', 'label_safe_augment',
+           'LabelSafeAugment', 'download_pcam']
 
 # %% ../nbs/01_data.ipynb #f896cb98
 SPLITS = ('train', 'valid', 'test')
@@ -466,6 +467,36 @@ def split_valid(labels,    # [N] class labels of the valid split
         idx = idx[torch.randperm(len(idx), generator=g).numpy()]
         sel.append(idx[:len(idx) // 2]); test.append(idx[len(idx) // 2:])
     return np.sort(np.concatenate(sel)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
+
+# %% ../nbs/01_data.ipynb #85237b57
+import torch.nn.functional as F
+from .core import ConfigError
+
+def resize_patches(x: torch.Tensor,  # images [N, C, H, W], uint8 or float, H == W
+                   res: int,         # output side
+                   mode: str = 'area', # 'area' (area-resize the whole patch) or 'center' (central res x res crop)
+                   ) -> torch.Tensor:  # [N, C, res, res], the input dtype
+    "PCam patches at a training resolution: the whole patch area-resized, or its central crop."
+    side = x.shape[-1]
+    if side == res: return x
+    if mode == 'center':
+        if res > side: raise ConfigError(f"resize='center': cannot crop {res} px from {side} px patches")
+        o = (side - res) // 2
+        return x[..., o:o + res, o:o + res]
+    if mode != 'area': raise ConfigError(f"resize: expected 'area' or 'center', got {mode!r}")
+    y = F.interpolate(x.float(), size=(res, res), mode='area')
+    return y.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y.to(x.dtype)
+
+# %% ../nbs/01_data.ipynb #cd2bac6f
+class ResizedPatches(Dataset):
+    "A PCam dataset seen at another resolution (`resize_patches`), labels kept."
+    def __init__(self, ds, res: int, mode: str = 'area'): self.ds, self.res, self.mode = ds, res, mode
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return resize_patches(torch.as_tensor(x)[None], self.res, self.mode)[0], y
+    @property
+    def labels(self) -> np.ndarray: return np.asarray(self.ds.labels)
 
 # %% ../nbs/01_data.ipynb #c19c0e2a
 class InfiniteSampler(Sampler):

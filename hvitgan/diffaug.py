@@ -95,7 +95,9 @@ def zoom_matrix(s: torch.Tensor,  # zoom factor per image [N]
     u0 = u.floor()
     w = (u - u0)[..., None]                                                      # weight of the upper neighbour
     lo, hi = u0.long(), (u0.long() + 1).clamp(max=size - 1)
-    return F.one_hot(lo, size) * (1 - w) + F.one_hot(hi, size) * w
+    cols = torch.arange(size, device=s.device)                                   # [size]
+    # one-hot rows by comparison: F.one_hot checks its input range on the host (a device sync per call)
+    return (lo[..., None] == cols).double() * (1 - w) + (hi[..., None] == cols).double() * w
 
 def zoom(x: torch.Tensor,  # images [N, C, H, W]
          s: torch.Tensor,  # zoom factor per image [N]; > 1 magnifies

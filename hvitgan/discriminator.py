@@ -139,12 +139,14 @@ class Discriminator(nn.Module):
 DISCRIMINATOR_SIZES = {
     'paper': dict(),
     'small': dict(embed_dims=[64, 32, 32, 32], depths=[1, 1, 1, 1], heads=[2, 2, 2, 2], windows=[12, None, None]),
+    'cpu': dict(img_resolution=32, patch_size=2, embed_dims=[32, 64, 64], depths=[1, 1, 1], heads=[2, 4, 4],
+                windows=[8, None]),
     'tiny': dict(img_resolution=32, embed_dims=[32, 16, 16, 16], depths=[1, 1, 1, 1], heads=[2, 2, 2, 2]),
 }
 
 NETWORK_SIZES = {k: dict(G=GENERATOR_SIZES[k], D=DISCRIMINATOR_SIZES[k]) for k in GENERATOR_SIZES}
 
-def build_discriminator(size: str = 'paper',  # key of NETWORK_SIZES: 'paper', 'small' or 'tiny'
+def build_discriminator(size: str = 'paper',  # key of DISCRIMINATOR_SIZES: 'paper', 'small', 'cpu' or 'tiny'
                         **overrides,          # any Discriminator keyword, replacing the size's value
                         ) -> Discriminator:
     "A `Discriminator` of a named size, with keyword overrides."

@@ -17,8 +17,9 @@ from .attention import Transformer, pos_embedding
 from .core import ConfigError, assert_shape
 
 # %% auto #0
-__all__ = ['GENERATOR_SIZES', 'ConditionalLayerNorm', 'bicubic_upsample', 'pixel_upsample', 'GeneratorStage', 'Generator',
-           'build_generator', 'param_count', 'forward_gflops']
+__all__ = ['GENERATOR_SIZES', 'MIN_LAST_WIDTH', 'MIN_HEAD_DIM', 'CAPACITY_EXEMPT', 'ConditionalLayerNorm', 'bicubic_upsample',
+           'pixel_upsample', 'GeneratorStage', 'Generator', 'check_capacity', 'build_generator', 'param_count',
+           'forward_gflops']
 
 # %% ../nbs/03_generator.ipynb #f04ce818
 class ConditionalLayerNorm(nn.Module):
@@ -64,7 +65,7 @@ class GeneratorStage(nn.Module):
     def __init__(self,
                  in_dim: int,                # token width entering the stage
                  in_side: int,               # map side entering the stage
-                 upsample: str,              # 'bicubic' (width kept) or 'pixel' (width / 4)
+                 upsample: str,              # 'bicubic' (width kept), 'pixel' (shuffle, width / 4) or 'bicubic_proj' (width / 4)
                  depth: int,                 # encoder blocks
                  heads: int,                 # attention heads
                  window: int | None,         # grid-attention window side in tokens; None: full attention
@@ -76,6 +77,7 @@ class GeneratorStage(nn.Module):
         self.in_side, self.upsample = in_side, upsample
         self.side = 2 * in_side
         self.dim = in_dim if upsample == 'bicubic' else in_dim // 4
+        self.proj = nn.Linear(in_dim, self.dim) if upsample == 'bicubic_proj' else None
         if cond_dim is not None: self.norm = ConditionalLayerNorm(in_dim, cond_dim)
         elif stage_norm == 'ln': self.norm = nn.LayerNorm(in_dim)
         else: self.norm = nn.Identity()
@@ -88,14 +90,15 @@ class GeneratorStage(nn.Module):
                 cond: torch.Tensor,   # [N, cond_dim] (ignored by an unconditional norm)
                 ) -> torch.Tensor:    # [N, side^2, dim]
         x = self.norm(x, cond) if isinstance(self.norm, ConditionalLayerNorm) else self.norm(x)
-        x = bicubic_upsample(x, self.in_side) if self.upsample == 'bicubic' else pixel_upsample(x, self.in_side)
+        if self.upsample == 'pixel': x = pixel_upsample(x, self.in_side)
+        else: x = bicubic_upsample(x if self.proj is None else self.proj(x), self.in_side)
         return self.blocks(x + self.pos_embed)
 
 # %% ../nbs/03_generator.ipynb #f99454c5
 def _as_list(v): return list(v) if isinstance(v, (list, tuple)) else v
 
 def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, depths, heads, windows,
-                           img_channels, mlp_ratio, cond_proj, stage_norm) -> list[tuple[int, int]]:
+                           img_channels, mlp_ratio, cond_proj, stage_norm, upsample) -> list[tuple[int, int]]:
     "Validate the generator's keywords; return bottom_width and (map side, width) per stage; ConfigError names the argument."
     n = len(depths)
     if n < 1: raise ConfigError("depths: need at least one stage")
@@ -113,11 +116,12 @@ def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, d
     if any(not isinstance(d, int) or d < 1 for d in depths): raise ConfigError(f"depths={depths}: every depth must be >= 1")
     if not mlp_ratio > 0: raise ConfigError(f"mlp_ratio={mlp_ratio} must be positive")
     if stage_norm not in ('ln', 'none'): raise ConfigError(f"stage_norm={stage_norm!r} must be 'ln' or 'none'")
+    if upsample not in ('pixel', 'bicubic'): raise ConfigError(f"upsample={upsample!r} must be 'pixel' or 'bicubic'")
     if img_resolution != bottom_width * 2 ** n:
         raise ConfigError(f"img_resolution={img_resolution} must equal bottom_width * 2**len(depths) = "
                           f"{bottom_width} * 2**{n} = {bottom_width * 2 ** n}")
     if dim % 4 ** (n - 1):
-        raise ConfigError(f"dim={dim} must be divisible by 4**{n - 1} = {4 ** (n - 1)} (each pixel shuffle quarters it)")
+        raise ConfigError(f"dim={dim} must be divisible by 4**{n - 1} = {4 ** (n - 1)} (each upsampling after the first quarters it)")
     if z_dim % n: raise ConfigError(f"z_dim={z_dim} must be divisible by the number of stages {n} (skip-z chunks)")
     stages = [(bottom_width * 2 ** (i + 1), dim // 4 ** i) for i in range(n)]
     for i, (side, width) in enumerate(stages):
@@ -129,7 +133,7 @@ def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, d
 
 # %% ../nbs/03_generator.ipynb #63b5efae
 class Generator(nn.Module):
-    "HViTGAN generator: [z, c] -> tokens -> 4 upsampling transformer stages -> image [N, 3, H, W] (Sec. 2.1-2.2)."
+    "HViTGAN generator: [z, c] -> tokens -> upsampling transformer stages (paper: 4) -> image [N, 3, H, W] (Sec. 2.1-2.2)."
     def __init__(self, *,
                  z_dim: int = 256,                      # latent size; split into one chunk per stage
                  c_dim: int = 2,                        # number of classes (one-hot label width)
@@ -143,15 +147,16 @@ class Generator(nn.Module):
                  mlp_ratio: float = 4.0,                # MLP hidden width / token width
                  cond_proj: bool = True,                # class projection: conditional LN with [z_i, c] per stage
                  stage_norm: str = 'ln',                # stage norm without CP: 'ln' (affine) or 'none'
-                 attention: str = 'auto'):              # 'auto' (torch SDPA on CUDA, math on CPU), 'sdpa' or 'math'
+                 attention: str = 'auto',               # 'auto' (torch SDPA on CUDA, math on CPU), 'sdpa' or 'math'
+                 upsample: str = 'pixel'):              # stages 2+: 'pixel' (shuffle, TransGAN) or 'bicubic' (+ linear)
         super().__init__()
         depths, heads, windows = list(depths), list(heads), list(windows)
         bottom_width, stages = _check_generator_sizes(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows,
-            img_channels=img_channels, mlp_ratio=mlp_ratio, cond_proj=cond_proj, stage_norm=stage_norm)
+            img_channels=img_channels, mlp_ratio=mlp_ratio, cond_proj=cond_proj, stage_norm=stage_norm, upsample=upsample)
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows, mlp_ratio=mlp_ratio,
-            cond_proj=cond_proj, stage_norm=stage_norm, attention=attention)
+            cond_proj=cond_proj, stage_norm=stage_norm, attention=attention, upsample=upsample)
         self.z_dim, self.c_dim, self.img_resolution, self.img_channels = z_dim, c_dim, img_resolution, img_channels
         self.bottom_width, self.cond_proj, self.n_stages = bottom_width, cond_proj, len(depths)
         cond_dim = z_dim // self.n_stages + c_dim if cond_proj else None
@@ -160,7 +165,8 @@ class Generator(nn.Module):
         in_dim, in_side = dim, bottom_width
         self.stages = nn.ModuleList()
         for i, (side, width) in enumerate(stages):
-            self.stages.append(GeneratorStage(in_dim, in_side, 'bicubic' if i == 0 else 'pixel', depths[i], heads[i],
+            up = 'bicubic' if i == 0 else 'pixel' if upsample == 'pixel' else 'bicubic_proj'
+            self.stages.append(GeneratorStage(in_dim, in_side, up, depths[i], heads[i],
                                               windows[i], cond_dim, stage_norm, mlp_ratio, attention))
             in_dim, in_side = width, side
         self.to_rgb = nn.Linear(in_dim, img_channels)
@@ -171,7 +177,7 @@ class Generator(nn.Module):
                 ) -> torch.Tensor:   # images [N, img_channels, H, W], not clamped
         assert_shape(z, (None, self.z_dim))
         assert_shape(c, (z.shape[0],))
-        onehot = F.one_hot(c.long(), self.c_dim).to(z.dtype)                           # [N, c_dim]
+        onehot = (c.long()[:, None] == torch.arange(self.c_dim, device=c.device)).to(z.dtype)  # [N, c_dim]; F.one_hot syncs
         x = rearrange(self.to_tokens(torch.cat([z, onehot], 1)), 'n (t c) -> n t c', t=self.bottom_width ** 2)
         x = x + self.pos_embed                                                         # [N, bw^2, dim]
         for stage, z_i in zip(self.stages, z.chunk(self.n_stages, dim=1)):
@@ -181,17 +187,35 @@ class Generator(nn.Module):
 # %% ../nbs/03_generator.ipynb #133aa37f
 GENERATOR_SIZES = {
     'paper': dict(),
-    'small': dict(z_dim=128, dim=256, depths=[2, 2, 1, 1], heads=[4, 2, 2, 1], windows=[None, 12, 16, 16]),
+    'small': dict(z_dim=96, dim=256, depths=[2, 2, 1], heads=[4, 4, 2], windows=[None, 16, 16], upsample='bicubic'),
+    'cpu': dict(z_dim=96, img_resolution=32, dim=256, depths=[2, 1, 1], heads=[4, 4, 2], windows=[None, 8, 8],
+                upsample='bicubic'),
     'tiny': dict(z_dim=32, img_resolution=32, dim=128, depths=[1, 1, 1, 1], heads=[2, 2, 2, 1],
                  windows=[None, None, 8, 8]),
 }
+MIN_LAST_WIDTH, MIN_HEAD_DIM = 16, 8
+CAPACITY_EXEMPT = ('paper', 'tiny')  # the paper's own sizes, and the test fixture
 
-def build_generator(size: str = 'paper',  # key of GENERATOR_SIZES: 'paper', 'small' or 'tiny'
+def check_capacity(G: Generator, size: str):
+    "Refuse a generator whose last stage is narrower than MIN_LAST_WIDTH or whose heads are below MIN_HEAD_DIM."
+    if G.stages[-1].dim < MIN_LAST_WIDTH:
+        raise ConfigError(f"size {size!r}: the last stage has {G.stages[-1].dim} channels, at least {MIN_LAST_WIDTH} "
+                          f"are needed to draw texture: use fewer stages or a larger dim")
+    for i, st in enumerate(G.stages):
+        heads = st.blocks.blocks[0].attn.heads
+        head_dim = st.dim // heads
+        if head_dim < MIN_HEAD_DIM:
+            raise ConfigError(f"size {size!r}: stage-{i + 1} heads have {head_dim} dimensions (width {st.dim} in "
+                              f"{heads} heads); at least {MIN_HEAD_DIM} are needed: use fewer heads")
+
+def build_generator(size: str = 'paper',  # key of GENERATOR_SIZES: 'paper', 'small', 'cpu' or 'tiny'
                     **overrides,          # any Generator keyword, replacing the size's value
                     ) -> Generator:
-    "A `Generator` of a named size, with keyword overrides."
+    "A `Generator` of a named size, with keyword overrides; sizes other than CAPACITY_EXEMPT obey the capacity rule."
     if size not in GENERATOR_SIZES: raise ConfigError(f"size={size!r} is not one of {sorted(GENERATOR_SIZES)}")
-    return Generator(**{**GENERATOR_SIZES[size], **overrides})
+    G = Generator(**{**GENERATOR_SIZES[size], **overrides})
+    if size not in CAPACITY_EXEMPT: check_capacity(G, size)
+    return G
 
 # %% ../nbs/03_generator.ipynb #e3fae765
 def param_count(module: nn.Module) -> int:

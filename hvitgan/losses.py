@@ -57,8 +57,8 @@ def gp_interpolates(real_img: torch.Tensor,  # real images [N, C, H, W]
                 gen_img: torch.Tensor,   # generated images [N, C, H, W]
                 generator: torch.Generator | None = None,  # source of the per-sample alpha
                ) -> torch.Tensor:
-    "Per-sample random interpolates alpha x + (1 - alpha) G(z) of clean images, float32, requiring grad (Eq. 2)."
-    real, gen = real_img.detach().float(), gen_img.detach().float()
+    "Per-sample random interpolates alpha x + (1 - alpha) G(z) of clean images, float32 (float64 kept), requiring grad (Eq. 2)."
+    real, gen = _f32(real_img.detach()), _f32(gen_img.detach())
     alpha = _rand((real.shape[0], 1, 1, 1), generator, real)          # [N, 1, 1, 1]
     return (alpha * real + (1 - alpha) * gen).requires_grad_(True)    # [N, C, H, W]
 
@@ -277,7 +277,7 @@ class HViTGANLoss:
                  gp_augment: bool = True,       # apply `augment` to the GP interpolates too
                  cls_augment: Callable | None = None,  # label-safe T for a second D pass that feeds the class terms; None = off
                  generator: torch.Generator | None = None,  # source of the GP's per-sample alpha
-                 fused: bool = False,           # one D call per step on the concatenated inputs (faster on GPUs)
+                 fused: bool = False,           # one D call per step on the concatenated inputs (same draws, fewer kernels)
                 ):
         self.D, self.scenario = D, get_scenario(scenario)
         self.weights_G, self.weights_D = weights_G, weights_D
@@ -291,14 +291,14 @@ class HViTGANLoss:
 
     def _aug(self, img): return img if self.augment is None else self.augment(img)
 
-    def _d_passes(self, real_img, gen_img):
+    def _d_passes(self, real_img, gen_img, want_gp: bool):
         "Critic scores, class logits and the GP of the D step: (real_s, gen_s, real_l, gen_l, gp, gp_norms)."
-        n, want_gp = real_img.shape[0], self.gp_weight != 0
+        n = real_img.shape[0]
         xhat = gp_interpolates(real_img, gen_img, self.generator) if want_gp else None
         xhat_in = (self._aug(xhat) if self.gp_augment else xhat) if want_gp else None
-        if self.fused:   # one D call on [T(real), T(gen), T(xhat), C(real), C(gen)]
-            parts = [self._aug(torch.cat([real_img, gen_img]))] + ([xhat_in] if want_gp else [])
-            if self.cls_augment is not None: parts.append(self.cls_augment(torch.cat([real_img, gen_img])))
+        if self.fused:   # one D call on [T(real), T(gen), T(xhat), C(real), C(gen)], augmented in the unfused order
+            parts = [self._aug(real_img), self._aug(gen_img)] + ([xhat_in] if want_gp else [])
+            if self.cls_augment is not None: parts += [self.cls_augment(real_img), self.cls_augment(gen_img)]
             scores, logits = self.D(torch.cat(parts))                            # [M], [M, K]
             real_s, gen_s, real_l, gen_l = scores[:n], scores[n:2 * n], logits[:n], logits[n:2 * n]
             gp_s = scores[2 * n:3 * n] if want_gp else None
@@ -317,13 +317,15 @@ class HViTGANLoss:
                real_c: torch.Tensor,    # their labels [N] int64
                gen_img: torch.Tensor,   # generated images [N, 3, H, W] (detached here)
                gen_c: torch.Tensor,     # their conditioning labels [N] int64
+               gp_scale: float = 1.,    # multiplier of the GP weight in this step; 0 = no GP now (lazy GP, StyleGAN2)
               ) -> tuple[torch.Tensor, dict]:
         "D step: WGAN-GP + drift on the critic, class terms on real and generated images; (total, terms)."
         # Critic and class heads on augmented real, generated and interpolated images.
-        real_scores, gen_scores, real_logits, gen_logits, gp, gp_norms = self._d_passes(real_img, gen_img.detach())
+        want_gp = self.gp_weight != 0 and gp_scale != 0
+        real_scores, gen_scores, real_logits, gen_logits, gp, gp_norms = self._d_passes(real_img, gen_img.detach(), want_gp)
         # WGAN-GP (Eq. 2) and the drift term.
         wgan, drift = wgan_d_loss(real_scores, gen_scores), drift_penalty(real_scores)
-        adv = wgan + self.gp_weight * gp + self.drift_weight * drift
+        adv = wgan + (self.gp_weight * gp_scale) * gp + self.drift_weight * drift
         # Class terms y_2, y_3 (Eq. 3, 8).
         cls_real, cls_gen = class_loss(real_logits, real_c), class_loss(gen_logits, gen_c)
         # The scenario's weighting (Eq. 4 or 9).
@@ -332,6 +334,7 @@ class HViTGANLoss:
         terms = {'Loss/D/wgan': wgan, 'Loss/D/gp': gp, 'Loss/D/gp_norm': gp_norms.mean(), 'Loss/D/drift': drift,
                  'Loss/D/adv': adv, 'Loss/D/cls_real': cls_real, 'Loss/D/cls_gen': cls_gen, 'Loss/D/total': total,
                  'Loss/scores/real': _f32(real_scores).mean(), 'Loss/scores/fake': _f32(gen_scores).mean()}
+        if self.gp_weight != 0 and gp_scale == 0: del terms['Loss/D/gp'], terms['Loss/D/gp_norm']  # not measured this step
         return total, {**{k: v.detach() for k, v in terms.items()}, **_unwrap(w).report()}
 
     def g_loss(self,

@@ -18,8 +18,7 @@ from .core import (CheckpointError, ConfigError, DataError, HvitganError, atomic
                           from_uint8, make_generator, safe_load, to_uint8)
 import torch.nn.functional as F
 from .data import IMG_SHAPE, write_pcam_h5
-from .discriminator import Discriminator
-from .generator import Generator
+from .networks import network_from_kwargs
 
 # %% auto #0
 __all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'DEFAULT_ATTEMPTS_FACTOR', 'SNAPSHOT_KEYS', 'MANIFEST',
@@ -190,10 +189,10 @@ def selective_generate(G: nn.Module, # conditional generator (G_ema)
 # %% ../nbs/09_sample.ipynb #75bf4838
 SNAPSHOT_KEYS = ('G_ema', 'D', 'G_kwargs', 'D_kwargs')
 
-def _build_net(path, snap: dict, key: str, cls):
-    "Rebuild `snap[key]` as `cls(**kwargs)` and load its weights; `CheckpointError` naming `path`."
+def _build_net(path, snap: dict, key: str):
+    "Rebuild `snap[key]` from its stored class name and kwargs and load its weights; `CheckpointError` naming `path`."
     kw_key = f"{key[0]}_kwargs"
-    try: net = cls(**snap[kw_key])
+    try: net = network_from_kwargs(snap.get(f"{key[0]}_class"), key[0], snap[kw_key])
     except (TypeError, HvitganError) as e: raise CheckpointError(f"{path}: cannot build {key} from {kw_key}: {e}") from None
     try: net.load_state_dict(snap[key])
     except (RuntimeError, AttributeError, TypeError) as e:
@@ -209,8 +208,8 @@ def load_snapshot(path, # network-snapshot-*.pt written by the training loop
     missing = [k for k in SNAPSHOT_KEYS if k not in snap]
     if missing: raise CheckpointError(f"{path}: not a network snapshot: missing key(s) {missing} (found {sorted(snap)})")
     check_finite(snap['G_ema'], path, 'G_ema'); check_finite(snap['D'], path, 'D')  # refuse a broken snapshot up front
-    G = _build_net(path, snap, 'G_ema', Generator).to(device)
-    D = _build_net(path, snap, 'D', Discriminator).to(device)
+    G = _build_net(path, snap, 'G_ema').to(device)
+    D = _build_net(path, snap, 'D').to(device)
     return G, D, dict(snap.get('config') or {})
 
 def file_sha256(path) -> str:

@@ -6,7 +6,7 @@ Docs: https://hvitgan.github.io/hvitgan/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #25b5f729
 from __future__ import annotations
-import copy, functools, json, os, re, time, warnings
+import copy, functools, json, os, re, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +18,17 @@ from tqdm.auto import tqdm
 import hvitgan
 from .core import (HvitganError, DataError, ConfigError, CheckpointError, Stats, append_jsonl, atomic_save, atomic_write,
                           from_uint8, get_rank, get_world_size, make_generator, safe_load, sample_root, save_image_grid, seed_all)
-from .data import InfiniteSampler, balanced_subset, open_pcam
-from .generator import build_generator
-from .discriminator import build_discriminator
+from .data import InfiniteSampler, balanced_subset, open_pcam, resize_patches
+from .networks import build_D, build_G
 from .losses import HViTGANLoss, get_scenario, make_loss_weights
 from .diffaug import LABEL_SAFE_POLICY, diff_augment, parse_policy
 from .config import TrainConfig, check_resume_compatible, make_config, network_kwargs
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'init_distributed', 'finish_distributed', 'all_reduce_grads', 'resolve_data', 'RealBatches',
-           'build_networks', 'build_optimizers', 'ema_beta', 'update_ema', 'd_step', 'g_step', 'find_states',
-           'snapshot_dict', 'load_training_state', 'training_loop', 'plot_stats']
+           'build_networks', 'build_optimizers', 'ema_beta', 'update_ema', 'NonFiniteGuard', 'd_step', 'g_step',
+           'TrainStep', 'HostSyncCounter', 'find_states', 'snapshot_dict', 'load_training_state', 'training_loop',
+           'plot_stats']
 
 # %% ../nbs/08_train.ipynb #548ac3a6
 class NonFiniteLossError(HvitganError):
@@ -91,6 +91,7 @@ class RealBatches:
         index = balanced_subset(np.asarray(dataset.labels), cfg.subset, cfg.seed) if cfg.subset else np.arange(n_all)
         self.n, self.batch, self.res, self.device, self.position = len(index), cfg.batch_size, cfg.img_resolution, device, position
         if self.batch > self.n: warnings.warn(f"config key 'batch_size': {self.batch} is more than the {self.n} training images (every batch repeats images)")
+        self.resize = cfg.resize
         sampler = _BatchSampler(self.n, np.asarray(index), cfg.batch_size, get_rank(), get_world_size(), cfg.seed, position)
         self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                                        pin_memory=device.type == 'cuda', persistent_workers=cfg.num_workers > 0,
@@ -98,26 +99,38 @@ class RealBatches:
     def __next__(self):
         x, c = next(self.loader)  # [b, 3, 96, 96] uint8, [b]
         self.position += self.batch
-        img = from_uint8(x.to(self.device, non_blocking=True))
-        if img.shape[-1] != self.res: img = F.interpolate(img, size=(self.res, self.res), mode='area')
-        return img, torch.as_tensor(c).long().to(self.device)
+        img = resize_patches(from_uint8(x.to(self.device, non_blocking=True)), self.res, self.resize)
+        return img, torch.as_tensor(c).to(self.device, non_blocking=True).long()  # pinned when on a GPU
 
 # %% ../nbs/08_train.ipynb #03366452
 def build_networks(cfg: TrainConfig, device='cpu'):
     "G, D built from the config's size name and overrides; `ConfigError` when the sizes do not fit together."
     G_kw, D_kw = network_kwargs(cfg)
-    try: G, D = build_generator(**G_kw), build_discriminator(**D_kw)
+    try: G, D = build_G(**G_kw), build_D(**D_kw)
     except (AssertionError, ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"cannot build the networks from net_size={cfg.net_size!r}, img_resolution={cfg.img_resolution}, "
                           f"G_kwargs={cfg.G_kwargs}, D_kwargs={cfg.D_kwargs}: {e}") from None
     return G.to(device), D.to(device)
 
 def build_optimizers(cfg: TrainConfig, G, D, weights_G, weights_D):
-    "Adam(beta1, beta2) for G + sigma_G and for D + sigma_D (Sec. 3.2)."
-    betas = (cfg.beta1, cfg.beta2)
-    opt_G = torch.optim.Adam([*G.parameters(), *weights_G.parameters()], lr=cfg.lr_G, betas=betas)
-    opt_D = torch.optim.Adam([*D.parameters(), *weights_D.parameters()], lr=cfg.lr_D, betas=betas)
+    "Adam(beta1, beta2) for G + sigma_G and for D + sigma_D (Sec. 3.2); on a GPU fused, and capturable under `cuda_graphs`."
+    cuda = next(G.parameters()).device.type == 'cuda'
+    # fused on a GPU: one kernel per step and the step count on the device. On the CPU the default Adam is kept: it
+    # gives the old CPU runs bitwise, and its host step count is no device sync (issue 11).
+    kw = dict(betas=(cfg.beta1, cfg.beta2), fused=True if cuda else None, capturable=cfg.cuda_graphs and cuda)
+    opt_G = torch.optim.Adam([*G.parameters(), *weights_G.parameters()], lr=cfg.lr_G, **kw)
+    opt_D = torch.optim.Adam([*D.parameters(), *weights_D.parameters()], lr=cfg.lr_D, **kw)
     return opt_G, opt_D
+
+def _load_optimizer(opt: torch.optim.Optimizer, state: dict):
+    "Load a saved Adam state, keeping this optimiser's implementation flags (fused, capturable) and their step placement."
+    flags = {k: opt.param_groups[0][k] for k in ('fused', 'capturable', 'foreach')}
+    opt.load_state_dict(state)
+    for group in opt.param_groups:
+        group.update(flags)
+        for p in group['params']:
+            st = opt.state.get(p, {})
+            if 'step' in st and (flags['fused'] or flags['capturable']): st['step'] = st['step'].to(p.device, torch.float32)
 
 # %% ../nbs/08_train.ipynb #ee0509e0
 def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
@@ -127,55 +140,235 @@ def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
     return 0.5 ** (cfg.n_critic * cfg.batch_size / max(ema_nimg, 1e-8))
 
 @torch.no_grad()
-def update_ema(G_ema, G, beta: float):
-    "G_ema <- beta G_ema + (1 - beta) G for parameters; buffers copied."
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()): p_ema.lerp_(p.detach(), 1 - beta)
+def update_ema(G_ema, G, beta: float | None = None,
+               weight: torch.Tensor | None = None,  # instead of `beta`: 1 - beta as a 0-d device tensor (graph replay)
+              ):
+    "G_ema <- beta G_ema + (1 - beta) G for parameters (one foreach kernel); buffers copied."
+    ema, src = list(G_ema.parameters()), [p.detach() for p in G.parameters()]
+    if weight is None: torch._foreach_lerp_(ema, src, 1 - beta)
+    else:
+        for p_ema, p in zip(ema, src): p_ema.lerp_(p, weight)
     for b_ema, b in zip(G_ema.buffers(), G.buffers()): b_ema.copy_(b)
 
 # %% ../nbs/08_train.ipynb #39ddb1e0
-def _check_finite(total, terms: dict, where: str):
-    "Raise NonFiniteLossError naming the first non-finite term."
-    for k, v in {**terms, 'total': total.detach()}.items():
-        if not torch.isfinite(v).all(): raise NonFiniteLossError(f"non-finite loss {k} = {v.float().mean().item()} at {where}")
+class NonFiniteGuard:
+    "Device-side record of the first NaN or infinite loss term; `check` reads it once (one host sync) and raises."
+    def __init__(self): self._first, self._count, self._where = {}, {}, []
+    def update(self, names: tuple, values: torch.Tensor):
+        "Note which of `values` [len(names)] are not finite, on their device: no host sync."
+        count = self._count.get(values.device)
+        if count is None: count = self._count[values.device] = torch.zeros((), dtype=torch.long, device=values.device)
+        if (names, values.device) not in self._first:
+            if values.is_cuda and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(f"NonFiniteGuard: first update of {names} inside a CUDA-graph capture; update once before capturing")
+            self._first[names, values.device] = (torch.full((len(names),), -1, dtype=torch.long, device=values.device),
+                                                 torch.zeros(len(names), device=values.device))
+        idx, val = self._first[names, values.device]   # update number of the first bad value (-1: none yet), the value
+        bad = ~torch.isfinite(values) & (idx < 0)
+        idx.copy_(torch.where(bad, count, idx)); val.copy_(torch.where(bad, values.float(), val))
+        count.add_(1)
+    def label(self, where: str):
+        "Name the next update for the error message (host only; one call per `update`, in the same order)."
+        self._where.append(where)
+    def check(self):
+        "Raise `NonFiniteLossError` naming the first non-finite term and its step since the last check; then reset."
+        found = None   # (update number, position, name, value)
+        by_device = {}
+        for (names, device), (idx, val) in self._first.items(): by_device.setdefault(device, []).append((names, idx, val))
+        for items in by_device.values():
+            flat = torch.cat([torch.stack([idx.double(), val.double()]) for _, idx, val in items], 1).cpu().tolist()  # one read
+            col = 0
+            for names, idx, _ in items:
+                for pos, name in enumerate(names):
+                    i, v = int(flat[0][col + pos]), flat[1][col + pos]
+                    if i >= 0 and (found is None or i < found[0]): found = (i, pos, name, v)
+                col += len(names)
+        if get_world_size() > 1 and self._count:   # every process stops when one has a bad value
+            flag = torch.tensor([float(found is not None)], device=next(iter(self._count)))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if found is None and flag.item() > 0: raise NonFiniteLossError("non-finite loss on another process")
+        for idx, _ in self._first.values(): idx.fill_(-1)
+        for count in self._count.values(): count.zero_()
+        where, self._where = self._where, []
+        if found is not None:
+            i, _, name, v = found
+            raise NonFiniteLossError(f"non-finite loss {name} = {v} at {where[i] if i < len(where) else f'update {i}'}")
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    "`x` in float32, or float64 when it is (bf16 upcast): the old `.float()`, which also lets the equality tests run in float64."
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 def _autocast(cfg: TrainConfig, device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
-def _sample_latents(cfg: TrainConfig, z_dim: int, c_dim: int, gen, device):
-    "z [b, z_dim] and c [b] for this rank: the global batch is drawn from `gen`, then sliced."
-    z = torch.randn(cfg.batch_size, z_dim, generator=gen)
-    c = torch.randint(0, c_dim, (cfg.batch_size,), generator=gen)
+def _to_device(x: torch.Tensor, device) -> torch.Tensor:
+    "`x` on `device`; from the CPU to a GPU through pinned memory and an asynchronous copy (no pageable transfer)."
+    if torch.device(device).type != 'cuda': return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+def _sample_latents(cfg: TrainConfig, z_dim: int, c_dim: int, gen, device, n: int = 1):
+    "z [n b, z_dim] and c [n b] for this rank: n global batches drawn from `gen` in turn (z, then c), each sliced."
     per, r = cfg.batch_size // get_world_size(), get_rank()
-    return z[r * per:(r + 1) * per].to(device), c[r * per:(r + 1) * per].to(device)
+    zs, cs = [], []
+    for _ in range(n):
+        z = torch.randn(cfg.batch_size, z_dim, generator=gen)
+        c = torch.randint(0, c_dim, (cfg.batch_size,), generator=gen)
+        zs.append(z[r * per:(r + 1) * per]); cs.append(c[r * per:(r + 1) * per])
+    return _to_device(torch.cat(zs), device), _to_device(torch.cat(cs), device)
 
-def d_step(cfg, G_fwd, D, loss, opt_D, weights_D, real_img, real_c, gen_z, gen_c, stats: Stats, where: str):
-    "One discriminator update (WGAN-GP + drift + weighted class terms)."
+def _record(stats, guard, terms: dict, total):
+    "The step's scalars as one vector (one kernel): summed by `stats` and checked by `guard`, both on the device."
+    values = torch.stack([*(v.detach().float().reshape(()) for v in terms.values()), total.detach().float().reshape(())])
+    if stats is not None: stats.add((*terms, None), values)   # `total` is checked, not logged (terms hold it)
+    if guard is not None: guard.update((*terms, 'total'), values)
+
+def d_step(cfg, G_fwd, D, loss, opt_D, weights_D, real_img, real_c, gen_z, gen_c, stats: Stats, guard=None,
+           gen_img=None, gp_scale: float = 1.):
+    "One discriminator update (WGAN-GP + drift + weighted class terms) on `gen_img`, or on G_fwd(gen_z, gen_c)."
     device = real_img.device
-    with torch.no_grad(), _autocast(cfg, device): gen_img = G_fwd(gen_z, gen_c).float()
+    if gen_img is None:
+        with torch.no_grad(), _autocast(cfg, device): gen_img = _f32(G_fwd(gen_z, gen_c))
     D.requires_grad_(True)
-    with _autocast(cfg, device): total, terms = loss.d_loss(real_img, real_c, gen_img, gen_c)
-    _check_finite(total, terms, where)
+    with _autocast(cfg, device): total, terms = loss.d_loss(real_img, real_c, gen_img, gen_c, gp_scale=gp_scale)
     opt_D.zero_grad(set_to_none=True)
-    total.float().backward()
+    _f32(total).backward()
     all_reduce_grads([*D.parameters(), *weights_D.parameters()])
-    if cfg.grad_clip > 0: stats.report('Grad/D_norm', torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip))
+    if cfg.grad_clip > 0: terms = {**terms, 'Grad/D_norm': torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip)}
     opt_D.step(); weights_D.clamp_()
-    for k, v in terms.items(): stats.report(k, v)
+    _record(stats, guard, terms, total)
 
-def g_step(cfg, G_fwd, G, D, loss, opt_G, weights_G, gen_z, gen_c, stats: Stats, where: str):
+def g_step(cfg, G_fwd, G, D, loss, opt_G, weights_G, gen_z, gen_c, stats: Stats, guard=None):
     "One generator update (critic term + weighted class term), D frozen."
     D.requires_grad_(False)
     with _autocast(cfg, gen_z.device):
         gen_img = G_fwd(gen_z, gen_c)
-        total, terms = loss.g_loss(gen_img.float(), gen_c)
-    _check_finite(total, terms, where)
+        total, terms = loss.g_loss(_f32(gen_img), gen_c)
     opt_G.zero_grad(set_to_none=True)
-    total.float().backward()
+    _f32(total).backward()
     D.requires_grad_(True)
     all_reduce_grads([*G.parameters(), *weights_G.parameters()])
-    if cfg.grad_clip > 0: stats.report('Grad/G_norm', torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip))
+    if cfg.grad_clip > 0: terms = {**terms, 'Grad/G_norm': torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip)}
     opt_G.step(); weights_G.clamp_()
-    for k, v in terms.items(): stats.report(k, v)
+    _record(stats, guard, terms, total)
+
+
+# %% ../nbs/08_train.ipynb #d009a97f
+_GRAPH_WARMUP = 2  # eager iterations on a side stream before the CUDA-graph capture (library handles, Adam state)
+
+def _gp_scale(cfg: TrainConfig, d_index: int) -> float:
+    "Lazy GP (StyleGAN2): the GP weight multiplier of D step `d_index`, `gp_every` on every `gp_every`-th step, else 0."
+    return float(cfg.gp_every) if d_index % cfg.gp_every == 0 else 0.
+
+class TrainStep:
+    "One training iteration: the fakes of all n_critic D steps from one G forward, the D steps, the G step, the EMA update."
+    def __init__(self, cfg: TrainConfig, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D,
+                 gen_z: torch.Generator,  # CPU generator of latents and labels
+                 device,
+                 generators=(),  # device generators the step draws from (DiffAugment, GP), registered for graph capture
+                ):
+        self.cfg, self.G, self.G_fwd, self.D, self.G_ema, self.loss = cfg, G, G_fwd, D, G_ema, loss
+        self.opt_G, self.opt_D, self.weights_G, self.weights_D = opt_G, opt_D, weights_G, weights_D
+        self.gen_z, self.device, self.generators = gen_z, torch.device(device), tuple(generators)
+        self.z_dim, self.c_dim = G.init_kwargs['z_dim'], G.init_kwargs['c_dim']
+        self.stats, self.guard = Stats(), NonFiniteGuard()
+        self.graph, self.eager_iters = None, 0
+        reason = self.graph_refusal() if cfg.cuda_graphs else None
+        if reason is not None: warnings.warn(f"cuda_graphs: training eagerly: {reason}")
+        self.use_graph = cfg.cuda_graphs and reason is None
+
+    def graph_refusal(self) -> str | None:
+        "Why this step cannot be captured as a CUDA graph (None: it can)."
+        cfg = self.cfg
+        if self.device.type != 'cuda': return f"the device is {self.device.type}, not cuda"
+        if get_world_size() > 1: return f"{get_world_size()} processes (the gradient all-reduce is not captured)"
+        if cfg.compile_G: return "compile_G is on (torch.compile manages its own graphs)"
+        if cfg.n_critic % cfg.gp_every: return f"gp_every={cfg.gp_every} does not divide n_critic={cfg.n_critic}"
+        if not all(g['capturable'] for o in (self.opt_G, self.opt_D) for g in o.param_groups): return "Adam is not capturable"
+        return None
+
+    def _iteration(self, real, z, c, scales, beta=None, ema_weight=None):
+        "Device work of one iteration (captured as is): G forward, n_critic D steps, G step, EMA."
+        cfg, n = self.cfg, len(real)
+        per = z.shape[0] // (n + 1)
+        with torch.no_grad(), _autocast(cfg, self.device): fakes = _f32(self.G_fwd(z[:n * per], c[:n * per]))
+        for i, ((real_img, real_c), s) in enumerate(zip(real, scales)):
+            rows = slice(i * per, (i + 1) * per)
+            d_step(cfg, self.G_fwd, self.D, self.loss, self.opt_D, self.weights_D, real_img, real_c, z[rows], c[rows],
+                   self.stats, self.guard, gen_img=fakes[rows], gp_scale=s)
+        g_step(cfg, self.G_fwd, self.G, self.D, self.loss, self.opt_G, self.weights_G, z[n * per:], c[n * per:],
+               self.stats, self.guard)
+        update_ema(self.G_ema, self.G, beta, weight=ema_weight)
+
+    def _capture(self, real, z, c, scales):
+        "Capture `_iteration` on static copies of the inputs; the graph then replays it with one launch."
+        self._static = ([(x.clone(), y.clone()) for x, y in real], z.clone(), c.clone(), torch.zeros((), device=self.device))
+        for o in (self.opt_D, self.opt_G): o.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        for gen in self.generators: graph.register_generator_state(gen)
+        with torch.cuda.graph(graph, capture_error_mode='thread_local'):
+            s_real, s_z, s_c, s_w = self._static
+            self._iteration(s_real, s_z, s_c, scales, ema_weight=s_w)
+        self.graph = graph
+
+    def _replay(self, real, z, c, beta):
+        s_real, s_z, s_c, s_w = self._static
+        for (x, y), (x_new, y_new) in zip(s_real, real): x.copy_(x_new); y.copy_(y_new)
+        s_z.copy_(z); s_c.copy_(c); s_w.fill_(1 - beta)
+        self.graph.replay()
+
+    def run(self, reals, cur_nimg: int):
+        "Train one iteration on the next n_critic real batches of `reals`, starting at `cur_nimg`."
+        cfg, n, b = self.cfg, self.cfg.n_critic, self.cfg.batch_size
+        real = [next(reals) for _ in range(n)]
+        z, c = _sample_latents(cfg, self.z_dim, self.c_dim, self.gen_z, self.device, n + 1)  # the old draw order
+        scales, beta = [_gp_scale(cfg, cur_nimg // b + i) for i in range(n)], ema_beta(cfg, cur_nimg)
+        if self.use_graph and self.graph is None and self.eager_iters >= _GRAPH_WARMUP:
+            try: self._capture(real, z, c, scales)
+            except Exception as e:
+                self.use_graph, self.graph = False, None
+                warnings.warn(f"cuda_graphs: capture failed, training eagerly: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        if self.graph is not None: self._replay(real, z, c, beta)
+        elif self.use_graph:   # warm-up on a side stream, as the capture will run
+            side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+            side.wait_stream(main)
+            with torch.cuda.stream(side): self._iteration(real, z, c, scales, beta)
+            main.wait_stream(side)
+        else: self._iteration(real, z, c, scales, beta)
+        self.eager_iters += self.graph is None
+        for i in range(n): self.guard.label(f'D step {cur_nimg // b + i} (cur_nimg {cur_nimg + i * b})')
+        self.guard.label(f'G step {cur_nimg // (n * b)} (cur_nimg {cur_nimg})')
+
+
+# %% ../nbs/08_train.ipynb #75c1dc9d
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_SYNC_OPS = {'_local_scalar_dense', 'is_nonzero', 'item', 'equal', 'allclose', 'nonzero', 'masked_select',
+             '_unique2', 'unique_dim', 'unique_consecutive'}  # ops whose result needs a device value on the host
+
+class HostSyncCounter(TorchDispatchMode):
+    "Count the host syncs of the ops run under it: reads of device values, device-to-host and pageable host-to-device copies."
+    def __init__(self):
+        super().__init__()
+        self.syncs, self.optim_reads, self.pageable_h2d, self.where = 0, 0, 0, {}
+    def _note(self, kind):
+        f = sys._getframe(2)
+        while f is not None and (f.f_code.co_name == '__torch_dispatch__' or   # torch's frames, and nested counters
+                                 '/torch/' in f.f_code.co_filename and 'torch/optim/' not in f.f_code.co_filename): f = f.f_back
+        if f is not None and 'torch/optim/' in f.f_code.co_filename: self.optim_reads += 1; return  # Adam's host step count
+        self.syncs += 1
+        key = f"{kind} at {f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}" if f is not None else kind
+        self.where[key] = self.where.get(key, 0) + 1
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in _SYNC_OPS: self._note(name)
+        elif name in ('_to_copy', 'copy_') and args and torch.is_tensor(args[0]):
+            src, dst = (args[1], args[0]) if name == 'copy_' else (args[0], kwargs.get('device'))
+            dst = dst.device if torch.is_tensor(dst) else (torch.device(dst) if dst is not None else src.device)
+            if src.device.type != 'cpu' and dst.type == 'cpu': self._note('device-to-host copy')
+            if src.device.type == 'cpu' and dst.type != 'cpu' and not src.is_pinned(): self.pageable_h2d += 1
+        return func(*args, **kwargs)
+
 
 # %% ../nbs/08_train.ipynb #d7263864
 _STATE_RE = re.compile(r'^training-state-(\d{6,})\.pt$')
@@ -190,6 +383,7 @@ def snapshot_dict(G_ema, D, cfg: TrainConfig, cur_nimg: int) -> dict:
     "The network snapshot of the contract (CONTRACT.md)."
     sd = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
     return dict(G_ema=sd(G_ema), D=sd(D), G_kwargs=dict(G_ema.init_kwargs), D_kwargs=dict(D.init_kwargs),
+                G_class=type(G_ema).__name__, D_class=type(D).__name__,
                 config=cfg.to_dict(), cur_nimg=int(cur_nimg), version=hvitgan.__version__)
 
 _STATE_KEYS = ('config', 'cur_nimg', 'tick', 'data_pos', 'G', 'D', 'G_ema', 'weights_G', 'weights_D', 'opt_G', 'opt_D', 'rng')
@@ -245,6 +439,14 @@ def _real_grid(dataset, cfg: TrainConfig, c_dim: int, path):
     idx = [int(i) for k in range(c_dim) for i in np.flatnonzero(labels == k)[:cfg.grid_per_class]]
     save_image_grid(torch.stack([dataset[i][0] for i in idx]), path, nrow=cfg.grid_per_class)
 
+def _config_metrics(cfg: TrainConfig, run_dir: Path, device) -> dict:
+    "The training-time metrics named by `cfg.metrics`, on the selection half of the run's data (rank 0 only)."
+    if not cfg.metrics: return {}
+    from hvitgan.training_metrics import metric_context, metric_fns
+    ctx = metric_context(resolve_data(cfg), cfg.img_resolution, cfg.resize, cfg.metric_n, bf16=cfg.metric_bf16,
+                         cache_dir=run_dir.parent / '_fid-cache')
+    return metric_fns(cfg.metrics, ctx)
+
 # %% ../nbs/08_train.ipynb #ab4d360e
 _RUNNER_FILES = ('params.json', 'done.json')  # written by `experiments.run_notebook` before the template trains
 
@@ -294,9 +496,9 @@ def _guard_run_dir(fn):
 @_guard_run_dir
 def training_loop(cfg: TrainConfig, # the resolved config
                   run_dir, # output folder (created); rank 0 writes config.json, stats.jsonl, grids, checkpoints
-                  metric_fns: dict | None = None, # name -> fn(G_ema, D) -> float, run at snapshot ticks (lower is better)
+                  metric_fns: dict | None = None, # name -> fn(G_ema, D) -> float at snapshot ticks; None: `cfg.metrics`
                   resume: str = 'auto', # 'auto', 'none' or the path of a training state
-                  max_minutes: float | None = None, # wall-clock budget; stop (and save) when exceeded
+                  max_minutes: float | None = None, # training-time budget (metric evaluation excluded); stop and save when exceeded
                   progress: bool = True, # show a tqdm progress bar (images/s, ETA) on rank 0
                   on_done=None, # called on every rank at the end with dict(G, D, G_ema, weights_G, weights_D)
                  ) -> Path:
@@ -322,6 +524,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     else: path = Path(resume)
     state = load_training_state(path, cfg) if path is not None else None  # checks the config before any work
     dataset = open_pcam(resolve_data(cfg), cfg.split)
+    if metric_fns is None: metric_fns = _config_metrics(cfg, run_dir, device) if rank == 0 else {}
     seed_all(cfg.seed)
     G, D = build_networks(cfg, device)
     weights_G, weights_D = (w.to(device) for w in make_loss_weights(scenario))
@@ -331,12 +534,12 @@ def training_loop(cfg: TrainConfig, # the resolved config
     gen_z = make_generator(cfg.seed + 1)  # latents and labels, identical on every rank
     gen_aug = make_generator(cfg.seed + 2 + 1000 * rank, device)  # DiffAugment and GP interpolation draws, per rank
     torch.manual_seed(cfg.seed + 3 + 1000 * rank)  # global RNG (any op we do not seed explicitly), per rank
-    cur_nimg, tick, data_pos, best = 0, 0, 0, None
+    cur_nimg, tick, data_pos, best, metric_sec = 0, 0, 0, None, 0.0
 
     # Resume.
     if state is not None:
         for m, k in [(G, 'G'), (D, 'D'), (G_ema, 'G_ema'), (weights_G, 'weights_G'), (weights_D, 'weights_D'), (opt_G, 'opt_G'), (opt_D, 'opt_D')]:
-            try: m.load_state_dict(state[k])
+            try: _load_optimizer(m, state[k]) if k.startswith('opt') else m.load_state_dict(state[k])
             except (RuntimeError, ValueError, KeyError, TypeError) as e:
                 raise CheckpointError(f"{path}: {k} does not fit this config's networks ({str(e).strip().splitlines()[0][:300]})") from None
         cur_nimg, tick, data_pos, best = state['cur_nimg'], state['tick'], state['data_pos'], state.get('best')
@@ -353,16 +556,27 @@ def training_loop(cfg: TrainConfig, # the resolved config
     cls_aug = functools.partial(diff_augment, policy=LABEL_SAFE_POLICY, generator=gen_aug) if cfg.cls_label_safe else None
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen_aug) if cfg.augment else None
     loss = HViTGANLoss(D, scenario, weights_G, weights_D, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight,
-                       gp_augment=cfg.gp_augment, cls_augment=cls_aug, generator=gen_aug)
+                       gp_augment=cfg.gp_augment, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d)
+    step = TrainStep(cfg, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D, gen_z, device, generators=[gen_aug])
     reals = RealBatches(dataset, cfg, device, position=data_pos)
     grid_z, grid_c = _grid_latents(cfg, z_dim, c_dim)
     if rank == 0 and path is None:
         _real_grid(dataset, cfg, c_dim, run_dir / 'reals.png')
         _save_grid(G_ema, grid_z, grid_c, run_dir / 'fakes_init.png', cfg.grid_per_class)
 
+    def check_finite():
+        "Read the step's non-finite flags (one host sync); stop naming the term, its step and the last good state."
+        try: step.guard.check()
+        except NonFiniteLossError as e:
+            bar.close()
+            kept = find_states(run_dir)
+            raise NonFiniteLossError(f"{e}; training stopped, the last good training state is "
+                                     f"{kept[-1] if kept else 'none (no state was saved yet)'}") from None
+
     def save_checkpoints():
         "Snapshot (rank 0), training state with every rank's RNG, metrics and the best snapshot."
-        nonlocal best
+        nonlocal best, metric_sec
+        check_finite()  # never save a state that saw a non-finite loss
         rng = dict(torch=torch.get_rng_state(), gen_aug=gen_aug.get_state(),
                    cuda=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
         ranks = [None] * world
@@ -373,12 +587,15 @@ def training_loop(cfg: TrainConfig, # the resolved config
         snap = snapshot_dict(G_ema, D, cfg, cur_nimg)
         atomic_save(snap, run_dir / f'network-snapshot-{kimg:06d}.pt')
         for name, fn in (metric_fns or {}).items():
+            t_metric = time.time()
             result = fn(G_ema, D)
+            metric_sec += time.time() - t_metric
             value = float(result)
             extra = result.as_dict() if hasattr(result, 'as_dict') else {}  # e.g. the FID weight source
             append_jsonl(run_dir / f'metric-{name}.jsonl', dict(extra, metric=name, value=value, kimg=cur_nimg / 1000,
                                                                  cur_nimg=cur_nimg, snapshot=f'network-snapshot-{kimg:06d}.pt'))
-            if name == cfg.best_metric and (best is None or value < best['value']):
+            higher = getattr(fn, 'higher_is_better', False)
+            if name == cfg.best_metric and (best is None or (value > best['value'] if higher else value < best['value'])):
                 best = dict(name=name, value=value, cur_nimg=cur_nimg)
                 atomic_save({**snap, 'metric': dict(best)}, run_dir / 'network-snapshot-best.pt')
         sd = lambda m: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in m.state_dict().items()}
@@ -390,42 +607,30 @@ def training_loop(cfg: TrainConfig, # the resolved config
         _prune_states(run_dir, cfg.keep_states)
 
     # Train.
-    stats, total_nimg, step_nimg = Stats(), cfg.total_nimg, cfg.n_critic * cfg.batch_size
+    stats, total_nimg, step_nimg = step.stats, cfg.total_nimg, cfg.n_critic * cfg.batch_size
     bar = tqdm(total=total_nimg, initial=min(cur_nimg, total_nimg), unit='img', unit_scale=True, dynamic_ncols=True,
                disable=not progress or rank != 0, desc='train')
     tick_start_nimg, tick_start_time, done = cur_nimg, time.time(), cur_nimg >= total_nimg
     while not done:
-        # D steps, then one G step.
-        try:
-            for i in range(cfg.n_critic):
-                real_img, real_c = next(reals)
-                z, c = _sample_latents(cfg, z_dim, c_dim, gen_z, device)
-                d_step(cfg, G_fwd, D, loss, opt_D, weights_D, real_img, real_c, z, c, stats,
-                       f'D step {cur_nimg // cfg.batch_size + i} (cur_nimg {cur_nimg + i * cfg.batch_size})')
-            z, c = _sample_latents(cfg, z_dim, c_dim, gen_z, device)
-            g_step(cfg, G_fwd, G, D, loss, opt_G, weights_G, z, c, stats, f'G step {cur_nimg // step_nimg} (cur_nimg {cur_nimg})')
-        except NonFiniteLossError as e:
-            bar.close()
-            kept = find_states(run_dir)
-            raise NonFiniteLossError(f"{e}; training stopped, the last good training state is "
-                                     f"{kept[-1] if kept else 'none (no state was saved yet)'}") from None
-        # Update G_ema and progress.
-        update_ema(G_ema, G, ema_beta(cfg, cur_nimg))
+        # D steps on the fakes of one G forward, then one G step and the EMA update (one CUDA graph when captured).
+        step.run(reals, cur_nimg)
         cur_nimg += step_nimg
         bar.update(min(step_nimg, total_nimg - bar.n))
         done = cur_nimg >= total_nimg
         if max_minutes is not None:
-            flag = torch.tensor(float(time.time() - t_start > 60 * max_minutes))
-            if world > 1: dist.broadcast(flag, 0)
-            done = done or bool(flag)
+            over = time.time() - t_start - metric_sec > 60 * max_minutes  # a host clock: no tensor, no sync in one process
+            if world > 1: flag = torch.tensor(float(over)); dist.broadcast(flag, 0); over = bool(flag)
+            done = done or over
         # Maintenance once per tick.
         if not done and cur_nimg < tick_start_nimg + cfg.kimg_per_tick * 1000: continue
         tick += 1
+        check_finite()  # the non-finite flags and (below) the stats are read here, once per tick
         if rank == 0:
             dt = time.time() - tick_start_time
             rec = dict(tick=tick, kimg=cur_nimg / 1000, cur_nimg=cur_nimg, **stats.as_dict(),
                        **{'Timing/sec_per_tick': dt, 'Timing/img_per_sec': (cur_nimg - tick_start_nimg) / max(dt, 1e-9),
-                          'Timing/total_sec': time.time() - t_start, 'Progress/ema_beta': ema_beta(cfg, cur_nimg)})
+                          'Timing/total_sec': time.time() - t_start, 'Timing/metric_sec': metric_sec,
+                          'Progress/ema_beta': ema_beta(cfg, cur_nimg)})
             if device.type == 'cuda': rec['Resources/peak_gpu_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2**30
             append_jsonl(run_dir / 'stats.jsonl', rec)
             _save_grid(G_ema, grid_z, grid_c, run_dir / f'fakes{cur_nimg // 1000:06d}.png', cfg.grid_per_class)
