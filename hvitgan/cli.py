@@ -54,6 +54,15 @@ def main(argv=None):
     return cli_main(_main, argv)
 
 # %% ../nbs/13_cli.ipynb #2b671af0
+def _check_number(flag: str, value, *, above=None, low=None, below=None):
+    "`ConfigError` naming `flag` unless `value` (None: not given) is finite and `> above`, `>= low`, `< below`."
+    if value is None: return
+    bounds = [f"> {above}" if above is not None else '', f">= {low}" if low is not None else '', f"< {below}" if below is not None else '']
+    if (value != value or abs(value) == float('inf') or (above is not None and not value > above)
+            or (low is not None and not value >= low) or (below is not None and not value < below)):
+        rng = ' and '.join(b for b in bounds if b)
+        raise ConfigError(f"{flag}: must be a finite number{' ' + rng if rng else ''}, got {value!r}")
+
 def _parse_set(items) -> dict:
     "['k=v', ...] -> {k: v}, v read as JSON when possible."
     out = {}
@@ -116,6 +125,7 @@ def _choose_run_dir(args, cfg: TrainConfig) -> Path:
 def train(args):
     "Resolve the config, pick the run directory, run `training_loop`."
     from hvitgan.train import init_distributed, finish_distributed, resolve_data, training_loop
+    _check_number('--kimg', args.kimg, above=0); _check_number('--minutes', args.minutes, above=0)
     cfg = train_config_from_args(args)
     if args.dry_run:
         print(json.dumps(cfg.to_dict(), indent=2)); return 0
@@ -145,13 +155,16 @@ def _sample_arguments(p):
     a('--no-select', action='store_true', help="plain sampling without the class-head selection")
     a('--seed', type=int, default=0, help="latent seed")
     a('--png', action='store_true', help="also write PNG folders <split>/<label>/*.png")
+    a('--overwrite', action='store_true', help="replace a synthetic set already in --out (refused otherwise)")
 
 @command('sample', 'Generate a class-conditional synthetic set from a snapshot (truncation + selective augmentation).', _sample_arguments)
 def sample(args):
     "Write a synthetic set with `hvitgan.sample.synthesize`."
     from hvitgan.sample import synthesize
+    _check_number('--per-class', args.per_class, low=1); _check_number('--tau', args.tau, above=0)
+    _check_number('--threshold', args.threshold, low=0, below=1); _check_number('--seed', args.seed, low=0, below=2**32)
     man = synthesize(args.snapshot, args.out, args.per_class, selective=not args.no_select, tau=args.tau,
-                     threshold=args.threshold, seed=args.seed, png=args.png)
+                     threshold=args.threshold, seed=args.seed, png=args.png, overwrite=args.overwrite)
     print(f"synthetic set: {args.out}\n  acceptance rate per class: {man.get('acceptance_rate')}")
     return 0
 
@@ -171,8 +184,12 @@ def sweep(args):
     from hvitgan.core import project_root
     from hvitgan.experiments import sweep as run_sweep
     from hvitgan.losses import get_scenario
+    from hvitgan.config import make_config
     out = Path(args.out).resolve()
     template = Path(args.template) if args.template else project_root() / 'nbs' / 'runs' / 'train.ipynb'
+    _check_number('--workers', args.workers, low=1)
+    if not template.is_file(): raise ConfigError(f"{template}: no such notebook template")
+    for s in args.scenarios: make_config(args.preset, get_scenario(s).name, **_parse_set(args.set))  # before any kernel starts
     runs = {get_scenario(s).name: dict(preset=args.preset, scenario=get_scenario(s).name, data=args.data,
                                        overrides=_parse_set(args.set), run_dir=str(out / get_scenario(s).name), resume='auto')
             for s in args.scenarios}
@@ -194,7 +211,12 @@ def _demo_arguments(p):
 @command('demo', 'The whole pipeline, small, on real PCam: train, sample with CP + SA, compare a classifier.', _demo_arguments)
 def demo(args):
     "Run `hvitgan.experiments.run_demo`."
+    from hvitgan.classifiers import CLASSIFIERS
     from hvitgan.experiments import run_demo
+    if args.classifier not in CLASSIFIERS:  # checked before the GAN trains
+        raise ConfigError(f"--classifier: unknown name {args.classifier!r}; expected one of {', '.join(CLASSIFIERS)}")
+    _check_number('--minutes', args.minutes, above=0); _check_number('--n-real', args.n_real, low=2)
+    _check_number('--epochs', args.epochs, low=1); _check_number('--threshold', args.threshold, low=0, below=1)
     run_demo(args.data, args.out, train_minutes=args.minutes, n_real=args.n_real, classifier=args.classifier,
              epochs=args.epochs, threshold=args.threshold, progress=not args.no_progress)
     return 0

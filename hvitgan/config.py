@@ -99,6 +99,8 @@ def _coerce(name: str, value):
     if t is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
     if isinstance(value, bool) and t is not bool or not isinstance(value, t):
         raise ConfigError(f"config key {name!r}: expected {t.__name__}, got {type(value).__name__} {value!r}")
+    if t is float and (value != value or abs(value) == float('inf')):  # NaN or infinity passes every < and > test
+        raise ConfigError(f"config key {name!r}: must be a finite number, got {value!r}")
     return value
 
 def validate(cfg: TrainConfig):
@@ -110,6 +112,7 @@ def validate(cfg: TrainConfig):
         if getattr(cfg, k) <= 0: raise ConfigError(f"config key {k!r}: must be > 0, got {getattr(cfg, k)!r}")
     for k in ['subset', 'num_workers', 'grad_clip', 'ema_kimg', 'ema_rampup', 'gp_weight', 'drift_weight', 'keep_states']:
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
+    if not 0 <= cfg.seed < 2**32: raise ConfigError(f"config key 'seed': must be in [0, 2**32), got {cfg.seed!r}")
     if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")
     for k in ['beta1', 'beta2']:
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
@@ -122,8 +125,8 @@ def validate(cfg: TrainConfig):
     if cfg.device not in ('auto', 'cpu', 'cuda') and not cfg.device.startswith('cuda:'):
         raise ConfigError(f"config key 'device': expected 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     for k in ['G_kwargs', 'D_kwargs']:
-        try: json.dumps(getattr(cfg, k))
-        except TypeError as e: raise ConfigError(f"config key {k!r}: must be JSON-able ({e})") from None
+        try: json.dumps(getattr(cfg, k), allow_nan=False)
+        except (TypeError, ValueError) as e: raise ConfigError(f"config key {k!r}: must be JSON-able, without NaN or infinity ({e})") from None
 
 # %% ../nbs/07_config.ipynb #ab531d8d
 CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout',

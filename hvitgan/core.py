@@ -6,7 +6,7 @@ Docs: https://hvitgan.github.io/hvitgan/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #4695c663
 from __future__ import annotations
-import contextlib, json, os, random, sys, tempfile
+import contextlib, errno, io, json, os, random, shutil, signal, sys, tempfile, threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,10 +16,11 @@ import torch.distributed as dist
 from PIL import Image
 
 # %% auto #0
-__all__ = ['HvitganError', 'DataError', 'ConfigError', 'CheckpointError', 'cli_main', 'seed_all', 'make_generator',
-           'assert_shape', 'from_uint8', 'to_uint8', 'atomic_write', 'atomic_save', 'safe_load', 'image_grid',
-           'save_image_grid', 'Stats', 'append_jsonl', 'new_run_dir', 'get_rank', 'get_world_size', 'is_main_process',
-           'project_root', 'sample_root']
+__all__ = ['HvitganError', 'DataError', 'ConfigError', 'CheckpointError', 'Interrupted', 'one_line', 'cli_main', 'seed_all',
+           'make_generator', 'assert_shape', 'from_uint8', 'to_uint8', 'atomic_write', 'is_no_space',
+           'check_free_space', 'atomic_save', 'safe_load', 'check_finite', 'image_grid', 'save_image_grid', 'Stats',
+           'append_jsonl', 'new_run_dir', 'get_rank', 'get_world_size', 'is_main_process', 'project_root',
+           'sample_root']
 
 # %% ../nbs/00_core.ipynb #a862a27c
 class HvitganError(Exception):
@@ -29,15 +30,34 @@ class DataError(HvitganError): "A data file or folder is missing, unreadable or 
 class ConfigError(HvitganError): "A configuration key or value is unknown or invalid."
 class CheckpointError(HvitganError): "A checkpoint is missing, corrupt, unsafe or incompatible."
 
+class Interrupted(KeyboardInterrupt):
+    "SIGINT or SIGTERM stopped the work; the message says which signal and which state was kept."
+
+def one_line(e: BaseException) -> str:
+    "The message of `e` as one line; an error re-raised by a DataLoader worker is cut back to its original message."
+    msg = str(e).strip()
+    if 'Original Traceback' in msg:  # torch's ExceptionWrapper: 'Caught X in DataLoader worker ...' + the traceback
+        last = msg.splitlines()[-1].strip()
+        head, sep, rest = last.partition(': ')
+        msg = rest if sep and ' ' not in head else last
+    return ' '.join(msg.split())
+
+def _on_sigterm(signum, frame): raise Interrupted('SIGTERM')
+
 def cli_main(fn, argv=None):
-    "Run `fn(argv)`; print an `HvitganError` as one line on stderr and exit 2."
+    "Run `fn(argv)`; print an `HvitganError` as one line on stderr and exit 2; SIGINT and SIGTERM exit 130 and 143."
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main else None  # SIGTERM unwinds like SIGINT
     try: return fn(argv)
     except HvitganError as e:
-        print(f"hvitgan: error: {e}", file=sys.stderr)
+        print(f"hvitgan: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2)
-    except KeyboardInterrupt:
-        print("hvitgan: interrupted", file=sys.stderr)
-        raise SystemExit(130)
+    except KeyboardInterrupt as e:
+        why = one_line(e) or 'SIGINT'
+        print(f"hvitgan: interrupted ({why})", file=sys.stderr)
+        raise SystemExit(143 if why.startswith('SIGTERM') else 130)
+    finally:
+        if main: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/00_core.ipynb #498bc19a
 def seed_all(seed: int):
@@ -80,24 +100,55 @@ def atomic_write(path, overwrite: bool = True):
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
+    except OSError as e:
+        if is_no_space(e): raise HvitganError(f"no space left on {path.parent} (while writing {path.name}; nothing was written)") from None
+        raise
     finally:
         if tmp.exists(): tmp.unlink()
 
+def is_no_space(e: BaseException) -> bool:
+    "Whether `e` reports a full disk (errno ENOSPC, also as h5py and torch word it)."
+    return getattr(e, 'errno', None) == errno.ENOSPC or 'No space left on device' in str(e) or 'errno = 28' in str(e)
+
+def check_free_space(path, nbytes: int):
+    "`HvitganError` 'no space left on <folder>' when the file system of `path` has fewer than `nbytes` free."
+    p = Path(path).absolute()
+    while not p.exists(): p = p.parent
+    free = shutil.disk_usage(p).free
+    if free < nbytes: raise HvitganError(f"no space left on {p} (need {nbytes / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)")
+
 def atomic_save(obj, path):
-    "`torch.save(obj)` to `path` atomically."
+    "`torch.save(obj)` to `path` atomically; a full disk is a one-line error and leaves nothing behind."
+    buf = io.BytesIO(); torch.save(obj, buf)  # serialised in memory: the size is known and write errors keep their errno
+    check_free_space(Path(path).parent, buf.tell())
     with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
+        with open(tmp, 'wb') as f: f.write(buf.getbuffer()); f.flush(); os.fsync(f.fileno())
 
 # %% ../nbs/00_core.ipynb #200572ce
+def _load_failure(e: Exception) -> str:
+    "Why `torch.load` refused a file, without torch's advice to retry with `weights_only=False` (never do that)."
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    if lines and lines[0].startswith('Weights only load failed'):
+        why = [l for l in lines[1:] if 'GLOBAL' in l or 'Unsupported' in l or 'WeightsUnpickler' in l]
+        why = why[0].split(' Please ')[0].split(' Check the documentation')[0] if why else ''
+        return f"it holds objects other than tensors and plain data, and loading it could run code ({why or 'refused'})"
+    first = lines[0] if lines else type(e).__name__
+    return first if 'weights_only' not in first else type(e).__name__
+
 def safe_load(path, map_location='cpu'):
     "Load a checkpoint of tensors and plain data (`weights_only=True`); `CheckpointError` naming `path` otherwise."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable hvitgan checkpoint (only tensors and plain data are accepted): {first}") from None
+        raise CheckpointError(f"{path}: not a loadable hvitgan checkpoint (only tensors and plain data are accepted): {_load_failure(e)}") from None
+
+def check_finite(tensors: dict, path, what: str):
+    "`CheckpointError` naming `path`, `what` and the first floating tensor of `tensors` holding NaN or infinity."
+    if not isinstance(tensors, dict): raise CheckpointError(f"{path}: {what} is a {type(tensors).__name__}, expected a dict of tensors")
+    for k, v in tensors.items():
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: {what} weight {k!r} holds NaN or infinite values (a broken checkpoint; use an earlier one)")
 
 # %% ../nbs/00_core.ipynb #8a6edbde
 def image_grid(img: torch.Tensor, nrow: int) -> np.ndarray:
@@ -149,9 +200,13 @@ class Stats:
         return {k: sums[k] / n[k] for k in sorted(sums) if n[k] > 0}
 
 def append_jsonl(path, record: dict):
-    "Append `record` as one JSON line to `path` (flushed and fsynced)."
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n'); f.flush(); os.fsync(f.fileno())
+    "Append `record` as one JSON line to `path` (flushed and fsynced); a full disk is the one-line 'no space left' error."
+    try:
+        with open(path, 'a') as f:
+            f.write(json.dumps(record) + '\n'); f.flush(); os.fsync(f.fileno())
+    except OSError as e:
+        if is_no_space(e): raise HvitganError(f"no space left on {Path(path).parent} (while appending to {Path(path).name})") from None
+        raise
 
 def new_run_dir(root, desc: str) -> Path:
     "Create `root/NNNNN-desc` with the next free id."

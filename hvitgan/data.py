@@ -159,13 +159,23 @@ def make_fake_pcam(dir,                   # output root
     return dir
 
 def _read_csv(path) -> list[dict]:
-    "Rows of a labels CSV as dicts; `DataError` naming `path` when it is missing or lacks a column."
+    "Rows of a labels CSV as dicts; `DataError` naming `path` (and the line) when it is missing, not UTF-8 or malformed."
     path = Path(path)
     if not path.is_file(): raise DataError(f"{path}: no such labels file")
-    with open(path, newline='') as f: rows = list(csv.DictReader(f))
-    missing = {'path', 'split', 'label'} - set(rows[0] if rows else {})
-    if missing: raise DataError(f"{path}: labels CSV lacks column(s) {sorted(missing)}")
-    return rows
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:  # -sig: a UTF-8 byte order mark is not part of 'path'
+            rd = csv.DictReader(f)
+            fields, rows = [c.strip() for c in rd.fieldnames or []], list(rd)
+    except UnicodeDecodeError as e: raise DataError(f"{path}: labels CSV is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except csv.Error as e: raise DataError(f"{path}: malformed labels CSV ({e})") from None
+    if not fields: raise DataError(f"{path}: labels CSV is empty (expected a header line with path,split,label)")
+    missing = {'path', 'split', 'label'} - set(fields)
+    if missing: raise DataError(f"{path}: labels CSV lacks column(s) {sorted(missing)} (header: {','.join(fields)})")
+    for i, r in enumerate(rows):
+        if None in r or None in r.values():
+            n = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None) or [])
+            raise DataError(f"{path}: line {i + 2} has {n} fields, the header {len(fields)}")
+    return [{k.strip(): v for k, v in r.items()} for r in rows]
 
 # %% ../nbs/01_data.ipynb #b5ac7af1
 def find_pcam_h5(root, split) -> tuple[Path, Path] | None:
@@ -333,6 +343,13 @@ def _load_image(path) -> np.ndarray:
     if a.shape != IMG_SHAPE: raise DataError(f"{path}: image has shape {a.shape} (HWC), expected (96, 96, 3)")
     return a
 
+def _csv_int(path, line: int, row: dict, key: str, default=None) -> int:
+    "`row[key]` as an int (`default` when empty or absent); `DataError` naming the file, line and column otherwise."
+    v = (row.get(key) or '').strip()
+    if not v and default is not None: return default
+    try: return int(v)
+    except ValueError: raise DataError(f"{path}: line {line}: {key} {v!r} is not an integer") from None
+
 class PCamFolder(PCamDataset):
     "PCam patches stored as image files under `<split>/<label>/`, indexed by an optional labels CSV."
     def __init__(self,
@@ -354,14 +371,22 @@ class PCamFolder(PCamDataset):
         self.files, self.labels, self.pcam_index = files, labels, index
 
     def _from_csv(self, path):
-        rows = [r for r in _read_csv(path) if SPLIT_ALIASES.get(r['split'], r['split']) == self.split]
-        files = [self.root / r['path'] for r in rows]
+        split = lambda s: SPLIT_ALIASES.get(s.strip().lower(), s.strip().lower())  # 'Train', 'VAL' as 'train', 'valid'
+        rows = [(i + 2, r) for i, r in enumerate(_read_csv(path)) if split(r['split']) == self.split]
+        seen = {}
+        for line, r in rows:
+            rel = os.path.normpath(r['path'])
+            if os.path.isabs(rel) or rel == '..' or rel.startswith('..' + os.sep):
+                raise DataError(f"{path}: line {line}: path {r['path']!r} points outside the data folder {self.root}")
+            if rel in seen: raise DataError(f"{path}: line {line} lists {r['path']!r} again (first on line {seen[rel]})")
+            seen[rel] = line
+        files = [self.root / r['path'] for _, r in rows]
         for f in files:
             if not f.is_file(): raise DataError(f"{f}: no such file (listed in {path})")
-        try: labels = np.array([int(r['label']) for r in rows], dtype=np.int64)
-        except ValueError as e: raise DataError(f"{path}: non-integer label ({e})") from None
+        labels = np.array([_csv_int(path, line, r, 'label') for line, r in rows], dtype=np.int64)
         labels = _check_labels(labels, path) if len(rows) else labels
-        index = np.array([int(r.get('pcam_index') or -1) for r in rows], dtype=np.int64)
+        index = np.array([_csv_int(path, line, r, 'pcam_index', -1) for line, r in rows], dtype=np.int64)
+        rows = [r for _, r in rows]
         dup = np.array([bool(r.get('duplicate_of')) for r in rows], dtype=bool)
         return files, labels, index, dup
 

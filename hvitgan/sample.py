@@ -14,16 +14,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .core import (CheckpointError, ConfigError, DataError, HvitganError, atomic_write, from_uint8,
-                          make_generator, safe_load, to_uint8)
+from .core import (CheckpointError, ConfigError, DataError, HvitganError, atomic_write, check_finite, check_free_space,
+                          from_uint8, make_generator, safe_load, to_uint8)
 import torch.nn.functional as F
 from .data import IMG_SHAPE, write_pcam_h5
 from .networks import network_from_kwargs
 
 # %% auto #0
 __all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'DEFAULT_ATTEMPTS_FACTOR', 'SNAPSHOT_KEYS', 'MANIFEST',
-           'truncated_normal', 'generate', 'select_mask', 'QuotaError', 'class_seed', 'selective_generate',
-           'load_snapshot', 'file_sha256', 'resize_uint8', 'write_synthetic', 'synthesize']
+           'truncated_normal', 'NonFiniteOutputError', 'generate', 'select_mask', 'QuotaError', 'class_seed',
+           'selective_generate', 'load_snapshot', 'file_sha256', 'resize_uint8', 'write_synthetic', 'synthesize']
 
 # %% ../nbs/09_sample.ipynb #0054e5eb
 TRUNC_MODES = ('resample', 'scaled')
@@ -67,13 +67,19 @@ def _as_labels(labels, c_dim: int) -> torch.Tensor:
         raise ConfigError(f"labels: every label must lie in [0, {c_dim}), got values in [{c.min()}, {c.max()}]")
     return c
 
+class NonFiniteOutputError(CheckpointError):
+    "A network produced NaN or infinite values (broken weights); `synthesize` names the snapshot."
+
 @torch.no_grad()
 def _run_G(G, z, c, device) -> torch.Tensor:
-    "uint8 images [N, 3, H, W] from `G(z, c)` in evaluation mode, clamped to [-1, 1]."
+    "uint8 images [N, 3, H, W] from `G(z, c)` in evaluation mode, clamped to [-1, 1]; `NonFiniteOutputError` on NaN/inf."
     was_training = G.training
     G.eval()
-    try: return to_uint8(G(z.to(device), c.to(device))).cpu()
+    try: img = G(z.to(device), c.to(device))
     finally: G.train(was_training)
+    if not torch.isfinite(img).all():  # clamping would turn NaN into black images that look like a result
+        raise NonFiniteOutputError("the generator's output holds NaN or infinite values (broken weights)")
+    return to_uint8(img).cpu()
 
 def generate(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64) -> [N, 3, H, W] float
              labels, # conditioning labels [N] (list, array or tensor)
@@ -156,6 +162,8 @@ def selective_generate(G: nn.Module, # conditional generator (G_ema)
             cb = torch.full((n,), c, dtype=torch.int64)
             u8 = _run_G(G, truncated_normal((n, z_dim), tau, g, mode=trunc_mode), cb, device)  # [n, 3, H, W]
             probs = D.predict_proba(from_uint8(u8).to(device)).cpu()  # [n, K]
+            if not torch.isfinite(probs).all():
+                raise NonFiniteOutputError("the discriminator's class head gives NaN or infinite probabilities (broken weights)")
             mask = select_mask(probs, cb, threshold, rule)
             take = u8[mask][:quota[c] - kept]
             images.append(take); labels.append(cb[:len(take)])
@@ -170,7 +178,8 @@ def selective_generate(G: nn.Module, # conditional generator (G_ema)
     if short:
         msg = '; '.join(f"class {k}: {v['accepted']}/{v['quota']} accepted after {v['attempts']} attempts "
                         f"(acceptance {v['acceptance_rate']:.2%})" for k, v in short.items())
-        msg = f"selective augmentation hit max_attempts: {msg}; lower threshold (lambda={threshold}) or raise max_attempts"
+        hint = f"lower threshold (lambda={threshold}) or raise max_attempts" if threshold > 0 else "raise max_attempts"
+        msg = f"selective augmentation hit max_attempts: {msg}; {hint}"
         if on_cap == 'raise': raise QuotaError(msg)
         warnings.warn(msg)
     res = _net_attr(G, 'img_resolution')
@@ -198,6 +207,7 @@ def load_snapshot(path, # network-snapshot-*.pt written by the training loop
     if not isinstance(snap, dict): raise CheckpointError(f"{path}: not a network snapshot (a {type(snap).__name__}, expected a dict)")
     missing = [k for k in SNAPSHOT_KEYS if k not in snap]
     if missing: raise CheckpointError(f"{path}: not a network snapshot: missing key(s) {missing} (found {sorted(snap)})")
+    check_finite(snap['G_ema'], path, 'G_ema'); check_finite(snap['D'], path, 'D')  # refuse a broken snapshot up front
     G = _build_net(path, snap, 'G_ema').to(device)
     D = _build_net(path, snap, 'D').to(device)
     return G, D, dict(snap.get('config') or {})
@@ -254,13 +264,18 @@ def write_synthetic(images, # uint8 [N, 3, 96, 96]
     side = images.shape[-1]
     if resize: images = resize_uint8(images)
     out_dir = Path(out_dir)
+    check_free_space(out_dir, int(images.numel() * 1.05) + (1 << 20))  # the HDF5 (and as much again for PNGs, compressed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(f'.{split}.*.tmp'): shutil.rmtree(stale, ignore_errors=True)  # a killed earlier PNG write
+    man_path = out_dir / MANIFEST
+    man = json.loads(man_path.read_text()) if man_path.is_file() else {}
+    if split in man.get('splits', {}):  # drop the old entry first: a reader never sees hashes that disagree with the data
+        del man['splits'][split]
+        with atomic_write(man_path) as tmp: tmp.write_text(json.dumps(man, indent=2, default=float))
     xp, yp = write_pcam_h5(images.permute(0, 2, 3, 1).numpy(), labels, out_dir / 'pcam', split,  # NHWC on file
                            overwrite=overwrite, progress=False)
     files = {str(p.relative_to(out_dir)): file_sha256(p) for p in (xp, yp)}
     if png: _write_png_split(images, labels, out_dir / split)
-    man_path = out_dir / MANIFEST
-    man = json.loads(man_path.read_text()) if man_path.is_file() else {}
     man.update(manifest or {})
     man.setdefault('splits', {})[split] = dict(n=len(labels), counts={str(c): int((labels == c).sum()) for c in np.unique(labels)},
                                                files=files, png=f"{split}/<label>/*.png" if png else None,
@@ -286,9 +301,32 @@ def synthesize(snapshot, # network-snapshot-*.pt
                resize: bool = True, # upsample a lower-resolution generator's images to 96 px (recorded)
                device='cpu', # where to run G and D
                progress: bool = True, # tqdm bars
+               overwrite: bool = True, # replace an existing set in `out_dir`; False refuses it before any work
               ) -> dict: # the manifest
     "Generate a synthetic set from a snapshot (truncation, optional SA) and write it with its manifest."
+    _check_out_dir(Path(out_dir), split, overwrite)  # every argument is checked before the networks run
+    truncated_normal((0, 1), tau, mode=trunc_mode)
+    if selective: select_mask(torch.ones(1, 2) / 2, [0], threshold, rule)
+    if on_cap not in ('raise', 'warn'): raise ConfigError(f"on_cap: expected 'raise' or 'warn', got {on_cap!r}")
+    if not isinstance(batch_size, int) or batch_size < 1: raise ConfigError(f"batch_size: must be a positive int, got {batch_size!r}")
     G, D, config = load_snapshot(snapshot, device)
+    n = sum(_per_class(n_per_class, G.c_dim, 'n_per_class'))
+    check_free_space(Path(out_dir), int(n * np.prod(IMG_SHAPE) * 1.05) + (1 << 20))  # a full disk fails before generating
+    try: return _synthesize(snapshot, G, D, config, out_dir, n_per_class, selective, tau, threshold, seed, batch_size,
+                            max_attempts, on_cap, trunc_mode, rule, split, png, resize, progress)
+    except NonFiniteOutputError as e: raise CheckpointError(f"{snapshot}: {e}") from None
+
+def _check_out_dir(out: Path, split: str, overwrite: bool):
+    "`ConfigError` when `out` is a file, cannot be written, or (without `overwrite`) already holds a set."
+    if out.exists() and not out.is_dir(): raise ConfigError(f"{out}: output folder is a file")
+    p = out
+    while not p.exists(): p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK): raise ConfigError(f"{p}: output folder is not writable")
+    if not overwrite and ((out / MANIFEST).exists() or any((out / 'pcam').glob(f'*_split_{split}_*.h5'))):
+        raise ConfigError(f"{out}: already holds a synthetic set (pass --overwrite / overwrite=True to replace it)")
+
+def _synthesize(snapshot, G, D, config, out_dir, n_per_class, selective, tau, threshold, seed, batch_size,
+                max_attempts, on_cap, trunc_mode, rule, split, png, resize, progress) -> dict:
     if selective:
         images, labels, report = selective_generate(G, D, n_per_class, tau=tau, threshold=threshold, seed=seed,
                                                     max_attempts=max_attempts, on_cap=on_cap, batch_size=batch_size,

@@ -90,6 +90,7 @@ class RealBatches:
         n_all = len(dataset)
         index = balanced_subset(np.asarray(dataset.labels), cfg.subset, cfg.seed) if cfg.subset else np.arange(n_all)
         self.n, self.batch, self.res, self.device, self.position = len(index), cfg.batch_size, cfg.img_resolution, device, position
+        if self.batch > self.n: warnings.warn(f"config key 'batch_size': {self.batch} is more than the {self.n} training images (every batch repeats images)")
         self.resize = cfg.resize
         sampler = _BatchSampler(self.n, np.asarray(index), cfg.batch_size, get_rank(), get_world_size(), cfg.seed, position)
         self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -385,12 +386,23 @@ def snapshot_dict(G_ema, D, cfg: TrainConfig, cur_nimg: int) -> dict:
                 G_class=type(G_ema).__name__, D_class=type(D).__name__,
                 config=cfg.to_dict(), cur_nimg=int(cur_nimg), version=hvitgan.__version__)
 
+_STATE_KEYS = ('config', 'cur_nimg', 'tick', 'data_pos', 'G', 'D', 'G_ema', 'weights_G', 'weights_D', 'opt_G', 'opt_D', 'rng')
+
 def load_training_state(path, cfg: TrainConfig | None = None) -> dict:
-    "Load a training state with `safe_load`; check that `cfg` may resume it."
+    "Load a training state with `safe_load`; check its keys, that its weights are finite and that `cfg` may resume it."
+    from hvitgan.core import check_finite
     state = safe_load(path)
     if not isinstance(state, dict) or state.get('kind') != 'training-state':
         raise CheckpointError(f"{path}: not a hvitgan training state")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    rng = state.get('rng')
+    if not isinstance(rng, dict) or not {'gen_z', 'ranks'} <= set(rng): missing.append('rng.gen_z/rng.ranks')
+    if missing: raise CheckpointError(f"{path}: training state lacks {', '.join(dict.fromkeys(missing))}")
+    for k in ('G', 'D', 'G_ema'): check_finite(state[k], path, k)
     if cfg is not None: check_resume_compatible(state['config'], cfg, source=str(path))
+    if cfg is not None and state['cur_nimg'] >= cfg.total_nimg:
+        warnings.warn(f"{path}: already at {state['cur_nimg'] / 1000:g} kimg, not below total_kimg={cfg.total_kimg:g}: "
+                      "nothing to train (raise --kimg / total_kimg to continue)")
     return state
 
 # %% ../nbs/08_train.ipynb #662bcd1e
@@ -435,7 +447,53 @@ def _config_metrics(cfg: TrainConfig, run_dir: Path, device) -> dict:
                          cache_dir=run_dir.parent / '_fid-cache')
     return metric_fns(cfg.metrics, ctx)
 
+# %% ../nbs/08_train.ipynb #ab4d360e
+_RUNNER_FILES = ('params.json', 'done.json')  # written by `experiments.run_notebook` before the template trains
+
+def _is_run_dir(run_dir: Path) -> bool:
+    "Whether `run_dir` is a training run directory: its `config.json` holds a hvitgan `TrainConfig`, or it holds training states."
+    if (run_dir / 'config.json').exists():
+        try: cfg = json.loads((run_dir / 'config.json').read_text())
+        except (OSError, ValueError): return False
+        return isinstance(cfg, dict) and {'net_size', 'scenario', 'batch_size', 'total_kimg'} <= set(cfg)
+    return bool(find_states(run_dir))
+
+def _check_run_dir(run_dir: Path):
+    "`ConfigError` when `run_dir` is a non-empty folder that is not a run directory (nothing in it is touched)."
+    if not run_dir.is_dir() or _is_run_dir(run_dir): return
+    other = sorted(p.name for p in run_dir.iterdir()
+                   if p.name not in _RUNNER_FILES and p.suffix != '.ipynb' and p.name != '.ipynb_checkpoints')
+    if other: raise ConfigError(f"{run_dir}: not a hvitgan run directory (it holds {', '.join(other[:3])}"
+                                f"{', ...' if len(other) > 3 else ''}); pass a new or empty folder, or a run directory")
+
+def _guard_run_dir(fn):
+    "Wrap `training_loop`: check that `run_dir` is ours; on failure before a state is saved, remove what the call made."
+    import shutil
+    from hvitgan.core import Interrupted
+    @functools.wraps(fn)
+    def wrapper(cfg, run_dir, *args, **kwargs):
+        run_dir, rank0 = Path(run_dir), int(os.environ.get('RANK', '0')) == 0  # rank 0 alone writes (and checks) the folder
+        if rank0: _check_run_dir(run_dir)
+        before = set(os.listdir(run_dir)) if run_dir.is_dir() else set()
+        try: return fn(cfg, run_dir, *args, **kwargs)
+        except BaseException as e:
+            if not isinstance(e, (Exception, KeyboardInterrupt)): raise
+            states = find_states(run_dir)
+            if not states and rank0 and run_dir.is_dir():
+                if not before: shutil.rmtree(run_dir, ignore_errors=True)
+                else:
+                    for name in set(os.listdir(run_dir)) - before:
+                        p = run_dir / name
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if isinstance(e, KeyboardInterrupt):
+                why = str(e) or 'SIGINT'
+                raise Interrupted(f"{why}; training stopped, the newest training state kept is {states[-1]} (resume='auto' / --resume auto "
+                                  "continues from it)" if states else f"{why}; training stopped before any training state was saved") from None
+            raise
+    return wrapper
+
 # %% ../nbs/08_train.ipynb #e4fce767
+@_guard_run_dir
 def training_loop(cfg: TrainConfig, # the resolved config
                   run_dir, # output folder (created); rank 0 writes config.json, stats.jsonl, grids, checkpoints
                   metric_fns: dict | None = None, # name -> fn(G_ema, D) -> float at snapshot ticks; None: `cfg.metrics`
@@ -480,9 +538,10 @@ def training_loop(cfg: TrainConfig, # the resolved config
 
     # Resume.
     if state is not None:
-        for m, k in [(G, 'G'), (D, 'D'), (G_ema, 'G_ema'), (weights_G, 'weights_G'), (weights_D, 'weights_D')]:
-            m.load_state_dict(state[k])
-        _load_optimizer(opt_G, state['opt_G']); _load_optimizer(opt_D, state['opt_D'])
+        for m, k in [(G, 'G'), (D, 'D'), (G_ema, 'G_ema'), (weights_G, 'weights_G'), (weights_D, 'weights_D'), (opt_G, 'opt_G'), (opt_D, 'opt_D')]:
+            try: _load_optimizer(m, state[k]) if k.startswith('opt') else m.load_state_dict(state[k])
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{path}: {k} does not fit this config's networks ({str(e).strip().splitlines()[0][:300]})") from None
         cur_nimg, tick, data_pos, best = state['cur_nimg'], state['tick'], state['data_pos'], state.get('best')
         gen_z.set_state(state['rng']['gen_z'])
         rngs = state['rng']['ranks']
