@@ -525,6 +525,9 @@ def training_loop(cfg: TrainConfig, # the resolved config
     state = load_training_state(path, cfg) if path is not None else None  # checks the config before any work
     dataset = open_pcam(resolve_data(cfg), cfg.split)
     if metric_fns is None: metric_fns = _config_metrics(cfg, run_dir, device) if rank == 0 else {}
+    if rank == 0 and cfg.best_metric and cfg.best_metric not in metric_fns:
+        raise ConfigError(f"config key 'best_metric': {cfg.best_metric!r} is not among the metrics computed "
+                          f"({', '.join(metric_fns) or 'none'}; set metrics='{cfg.best_metric}' or pass metric_fns)")
     seed_all(cfg.seed)
     G, D = build_networks(cfg, device)
     weights_G, weights_D = (w.to(device) for w in make_loss_weights(scenario))

@@ -274,7 +274,7 @@ def test_synthesize_from_snapshot(tmp_path):
     path = tmp_path / 'network-snapshot-000004.pt'
     torch.save(dict(G_ema=G.state_dict(), D=D.state_dict(), G_kwargs=G.init_kwargs, D_kwargs=D.init_kwargs,
                     config={'scenario': 'g'}, cur_nimg=4000, version='test'), path)
-    m = synthesize(path, tmp_path / 'sa', 2, threshold=0.0, seed=0, batch_size=4, progress=False)
+    m = synthesize(path, tmp_path / 'sa', 2, threshold=0.0, rule='max', seed=0, batch_size=4, progress=False)  # untrained head: keep any
     assert m['snapshot_sha256'] == file_sha256(path) and m['scenario'] == 'g' and m['tau'] == 0.7
     assert set(m['acceptance_rate']) == {'0', '1'} and m['splits']['train']['counts'] == {'0': 2, '1': 2}
     assert open_pcam(tmp_path / 'sa', 'train').labels.tolist() == [0, 0, 1, 1]

@@ -45,9 +45,10 @@ def test_unknown_metric_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / 'runs').exists()
 
 
-def test_best_metric_must_be_computed():
+def test_best_metric_must_be_computed(pcam, tmp_path):
     with pytest.raises(Exception, match="'best_metric': 'fid' is not among the metrics computed"):
-        make_config('tiny', best_metric='fid')
+        training_loop(make_config('tiny', data=str(pcam), best_metric='fid'), tmp_path / 'run', progress=False)
+    assert not (tmp_path / 'run').exists()  # refused before any work; the failed start leaves nothing
 
 
 def test_fid_metric_in_the_loop_carries_its_floor(pcam, tmp_path):
