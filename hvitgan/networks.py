@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from .core import ConfigError, assert_shape
-from .generator import GENERATOR_SIZES, Generator, build_generator
+from .generator import GENERATOR_SIZES, Generator, build_generator, label_onehot
 from .discriminator import DISCRIMINATOR_SIZES, Discriminator, build_discriminator
 
 # %% auto #0
@@ -71,7 +71,7 @@ class ConvGenerator(nn.Module):
                 ) -> torch.Tensor:   # images [N, img_channels, H, W], not clamped
         assert_shape(z, (None, self.z_dim))
         assert_shape(c, (z.shape[0],))
-        onehot = F.one_hot(c.long(), self.c_dim).to(z.dtype)
+        onehot = label_onehot(c, self.c_dim, z.dtype)
         x = rearrange(self.to_map(torch.cat([z, onehot], 1)), 'n (c h w) -> n c h w', h=4, w=4)   # [N, ch0, 4, 4]
         x = F.relu(self._norm(0, x, onehot))
         for i, conv in enumerate(self.convs):
