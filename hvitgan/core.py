@@ -42,12 +42,14 @@ def one_line(e: BaseException) -> str:
         msg = rest if sep and ' ' not in head else last
     return ' '.join(msg.split())
 
-def _on_sigterm(signum, frame): raise Interrupted('SIGTERM')
+def _on_signal(signum, frame): raise Interrupted(signal.Signals(signum).name)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def cli_main(fn, argv=None):
     "Run `fn(argv)`; print an `HvitganError` as one line on stderr and exit 2; SIGINT and SIGTERM exit 130 and 143."
     main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _on_sigterm) if main else None  # SIGTERM unwinds like SIGINT
+    # SIGTERM unwinds like SIGINT; SIGINT is installed too, since a shell's background job inherits it ignored
+    old = {s: signal.signal(s, _on_signal) for s in _STOP_SIGNALS} if main else {}
     try: return fn(argv)
     except HvitganError as e:
         print(f"hvitgan: error: {one_line(e)}", file=sys.stderr)
@@ -57,7 +59,7 @@ def cli_main(fn, argv=None):
         print(f"hvitgan: interrupted ({why})", file=sys.stderr)
         raise SystemExit(143 if why.startswith('SIGTERM') else 130)
     finally:
-        if main: signal.signal(signal.SIGTERM, old)
+        for s, h in old.items(): signal.signal(s, h)
 
 # %% ../nbs/00_core.ipynb #498bc19a
 def seed_all(seed: int):
