@@ -26,7 +26,7 @@ def _run(tmp_path, name, overrides, nproc):
     script, out = tmp_path / 'ddp_script.py', tmp_path / name
     script.write_text(SCRIPT); out.mkdir()
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc-per-node={nproc}'] if nproc > 1 else [sys.executable]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TMPDIR': str(tmp_path)}  # torchrun's torchelastic_* folders stay in tmp_path
     r = subprocess.run([*launcher, str(script), json.dumps(overrides), str(out / 'run'), str(out)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
