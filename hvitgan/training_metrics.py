@@ -17,7 +17,7 @@ from .core import ConfigError, atomic_write, from_uint8, make_generator
 from .data import balanced_subset, open_pcam, resize_patches, split_valid
 from .metrics import (FIDStats, classification_metrics, dataset_batches, dataset_fingerprint, generate_for_fid,
                              inception_features, load_fid_inception)
-from .sample import load_snapshot, select_mask, truncated_normal
+from .sample import _device, load_snapshot, select_mask, truncated_normal
 
 # %% auto #0
 __all__ = ['SPLIT_SEED', 'SA_TAU', 'SA_THRESHOLD', 'METRICS', 'MetricContext', 'metric_context', 'MetricResult', 'Metric',
@@ -91,8 +91,6 @@ def parse_metrics(names: str) -> list[str]:
     return out
 
 # %% ../nbs/10a_training_metrics.ipynb #3cae69f3
-def _device(net) -> torch.device: return next(net.parameters()).device
-
 def _features(ctx: MetricContext, images, device) -> np.ndarray:
     "FID Inception features of uint8 images (a tensor or an iterable of batches), in bf16 autocast when `ctx.bf16`."
     net = ctx._memo.get(('net', device))
