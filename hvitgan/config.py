@@ -41,6 +41,7 @@ class TrainConfig:
     augment: str = 'color,translation,cutout,scale,rotate'  # DiffAugment policy for every D input ('' = none)
     gp_augment: bool = True  # apply a fresh DiffAugment draw to the GP interpolate (TransGAN behaviour)
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
+    d_cls_gen: bool = True  # D's class term y_3 on generated images (the paper); False = D's class head learns real images only
     gp_every: int = 1  # lazy GP (StyleGAN2): the penalty on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper)
     # Optimisation (Sec. 3.2)
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun

@@ -278,12 +278,13 @@ class HViTGANLoss:
                  cls_augment: Callable | None = None,  # label-safe T for a second D pass that feeds the class terms; None = off
                  generator: torch.Generator | None = None,  # source of the GP's per-sample alpha
                  fused: bool = False,           # one D call per step on the concatenated inputs (same draws, fewer kernels)
+                 d_cls_gen: bool = True,        # D's class term y_3 on generated images; False = D's class head learns real images only
                 ):
         self.D, self.scenario = D, get_scenario(scenario)
         self.weights_G, self.weights_D = weights_G, weights_D
         self.augment, self.cls_augment, self.generator = augment, cls_augment, generator
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
-        self.gp_augment, self.fused = bool(gp_augment), bool(fused)
+        self.gp_augment, self.fused, self.d_cls_gen = bool(gp_augment), bool(fused), bool(d_cls_gen)
         for who, w, tasks in zip('GD', (weights_G, weights_D), self.scenario.weighted_tasks):
             if tuple(_unwrap(w).tasks) != tasks:
                 raise ConfigError(f"weights_{who}: holds {_unwrap(w).tasks} but scenario ({self.scenario.name}) "
@@ -330,7 +331,8 @@ class HViTGANLoss:
         cls_real, cls_gen = class_loss(real_logits, real_c), class_loss(gen_logits, gen_c)
         # The scenario's weighting (Eq. 4 or 9).
         w = self.weights_D
-        total = w('Dadv', adv) + w('Dreal', cls_real) + w('Dgen', cls_gen)
+        gen_scale = 1. if self.d_cls_gen else 0.  # zero, not absent: every sigma stays in the graph (DDP)
+        total = w('Dadv', adv) + w('Dreal', cls_real) + gen_scale * w('Dgen', cls_gen)
         terms = {'Loss/D/wgan': wgan, 'Loss/D/gp': gp, 'Loss/D/gp_norm': gp_norms.mean(), 'Loss/D/drift': drift,
                  'Loss/D/adv': adv, 'Loss/D/cls_real': cls_real, 'Loss/D/cls_gen': cls_gen, 'Loss/D/total': total,
                  'Loss/scores/real': _f32(real_scores).mean(), 'Loss/scores/fake': _f32(gen_scores).mean()}
