@@ -128,7 +128,7 @@ def validate(cfg: TrainConfig):
         except (TypeError, ValueError) as e: raise ConfigError(f"config key {k!r}: must be JSON-able, without NaN or infinity ({e})") from None
 
 # %% ../nbs/07_config.ipynb #ab531d8d
-CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout',
+CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout', d_cls_gen=False,
                   total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=5, ema_kimg=10.0, metrics='fid,auc,sa',
                   best_metric='fid', grid_per_class=8, device='cpu')
 
@@ -137,7 +137,7 @@ PRESETS = {
                  snapshot_ticks=1, ema_kimg=0.05, grid_per_class=4, device='cpu'),
     'cpu': dict(CPU_RECIPE, net_size='cpu'),
     'conv': dict(CPU_RECIPE, net_size='conv'),
-    'small': dict(net_size='small', img_resolution=96, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4,
+    'small': dict(net_size='small', img_resolution=96, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, d_cls_gen=False,
                   augment='color,translation,cutout', total_kimg=1000.0, kimg_per_tick=10.0, snapshot_ticks=3, ema_kimg=10.0,
                   metrics='fid,auc,sa', best_metric='fid', num_workers=4, bf16=True, tf32=True, grid_per_class=8),
     'sample': dict(net_size='paper', img_resolution=96, batch_size=12, n_critic=5, total_kimg=10000.0, kimg_per_tick=20.0,
