@@ -25,7 +25,7 @@ __all__ = ['SPLITS', 'SPLIT_ALIASES', 'PCAM_SIZES', 'IMG_SHAPE', 'CENTRE', 'CSV_
            'PCAM_URL', 'PCAM_GZ_MD5', 'canonical_split', 'pcam_filenames', 'write_pcam_h5', 'make_fake_pcam',
            'find_pcam_h5', 'PCamDataset', 'PCamH5', 'PCamFolder', 'open_pcam', 'convert_to_h5', 'balanced_subset',
            'split_valid', 'LabeledSubset', 'Splits', 'make_splits', 'resize_patches', 'ResizedPatches',
-           'InfiniteSampler', 'make_loader', 'label_safe_augment', 'LabelSafeAugment', 'download_pcam']
+           'InfiniteSampler', 'label_safe_augment', 'download_pcam']
 
 # %% ../nbs/01_data.ipynb #f896cb98
 SPLITS = ('train', 'valid', 'test')
@@ -460,7 +460,7 @@ def balanced_subset(labels,    # [N] class labels
 def split_valid(labels,    # [N] class labels of the valid split
                 seed: int, # seed of the split
                ) -> tuple[np.ndarray, np.ndarray]:
-    "Seeded class-stratified halves `(sel_idx, test_idx)` of `labels` (model-spec 6.5)."
+    "Seeded class-stratified halves `(sel_idx, test_idx)` of `labels`."
     labels = np.asarray(labels)
     g, sel, test = make_generator(seed), [], []
     for c in np.unique(labels):
@@ -553,41 +553,22 @@ class InfiniteSampler(Sampler):
     def __init__(self,
                  n: int,                # dataset size
                  seed: int = 0,         # seed of the permutations
-                 start_idx: int = 0,    # global stream position to start at (images already shown)
-                 shuffle: bool = True,  # permute each epoch; False gives 0, 1, ..., n-1, 0, 1, ...
-                 rank: int = 0,         # this process's rank under DDP
-                 world_size: int = 1,   # number of processes under DDP
+                 start_idx: int = 0,    # stream position to start at (images already shown)
                 ):
         if n < 1: raise DataError(f"InfiniteSampler: dataset is empty (n={n})")
-        self.n, self.seed, self.start_idx, self.shuffle, self.rank, self.world_size = n, seed, start_idx, shuffle, rank, world_size
+        self.n, self.seed, self.start_idx = n, seed, start_idx
 
     def _epoch(self, e: int) -> np.ndarray:
-        if not self.shuffle: return np.arange(self.n)
         s = int(np.random.SeedSequence([self.seed, e]).generate_state(1)[0])
         return torch.randperm(self.n, generator=make_generator(s)).numpy()
 
     def __iter__(self):
-        p = self.start_idx + (self.rank - self.start_idx) % self.world_size    # first global position of this rank
+        p = self.start_idx
         e, perm = p // self.n, self._epoch(p // self.n)
         while True:
             if p // self.n != e: e = p // self.n; perm = self._epoch(e)
             yield int(perm[p % self.n])
-            p += self.world_size
-
-# %% ../nbs/01_data.ipynb #a1a9096c
-def make_loader(dataset,                 # a PCam dataset (or Subset of one)
-                batch_size: int,         # patches per batch
-                seed: int = 0,           # seed of the sampler
-                start_idx: int = 0,      # images already shown (exact resume)
-                shuffle: bool = True,    # permute each epoch
-                num_workers: int = 0,    # DataLoader worker processes
-                rank: int = 0,           # DDP rank
-                world_size: int = 1,     # DDP world size
-               ) -> DataLoader:
-    "An endless `DataLoader` of `(uint8 [B, 3, 96, 96], int64 [B])` batches over `dataset`, resumable at `start_idx`."
-    sampler = InfiniteSampler(len(dataset), seed, start_idx, shuffle, rank, world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+            p += 1
 
 # %% ../nbs/01_data.ipynb #f8a36a1e
 def label_safe_augment(x: torch.Tensor,                       # [N, C, H, W] images, H == W, uint8 or float
@@ -606,13 +587,6 @@ def label_safe_augment(x: torch.Tensor,                       # [N, C, H, W] ima
                 t = x[m].flip(-1) if ff else x[m]
                 out[m] = torch.rot90(t, kk, dims=(-2, -1))
     return out
-
-class LabelSafeAugment:
-    "`label_safe_augment` with its own seeded generator; `state_dict()` / `load_state_dict()` for exact resume."
-    def __init__(self, seed: int = 0): self.generator = make_generator(seed)
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: return label_safe_augment(x, self.generator)
-    def state_dict(self) -> dict: return {'generator': self.generator.get_state()}
-    def load_state_dict(self, state: dict): self.generator.set_state(state['generator'])
 
 # %% ../nbs/01_data.ipynb #cf23e799
 PCAM_URL = "https://zenodo.org/records/2546921/files"

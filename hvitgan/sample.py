@@ -23,9 +23,9 @@ from .networks import network_from_kwargs
 
 # %% auto #0
 __all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'ON_CAP', 'SNAPSHOT_KEYS', 'MANIFEST', 'truncated_normal',
-           'NonFiniteOutputError', 'generate', 'select_mask', 'SampleConfig', 'QuotaError', 'class_seed',
-           'selective_generate', 'sample_images', 'scenario_sampling', 'load_snapshot', 'file_sha256', 'resize_uint8',
-           'write_synthetic', 'synthesize']
+           'NonFiniteOutputError', 'generate_from', 'generate', 'select_mask', 'SampleConfig', 'QuotaError',
+           'class_seed', 'selective_generate', 'sample_images', 'scenario_sampling', 'load_snapshot', 'file_sha256',
+           'resize_uint8', 'write_synthetic', 'synthesize']
 
 # %% ../nbs/09_sample.ipynb #0054e5eb
 TRUNC_MODES = ('resample', 'scaled')
@@ -83,6 +83,18 @@ def _run_G(G, z, c, device) -> torch.Tensor:
         raise NonFiniteOutputError("the generator's output holds NaN or infinite values (broken weights)")
     return to_uint8(img).cpu()
 
+def generate_from(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64) -> [N, 3, H, W] float
+                  z: torch.Tensor, # latents [N, z_dim]
+                  c: torch.Tensor, # int64 labels [N]
+                  *, batch_size: int = 64, # images per forward pass
+                  progress: bool = False, # show a tqdm bar
+                 ) -> torch.Tensor: # uint8 [N, 3, H, W] on the CPU
+    "G(z, c) batch by batch in evaluation mode, as uint8 NCHW: the one loop that batches the generator."
+    device = _device(G)
+    out = [_run_G(G, zb, cb, device)
+           for zb, cb in tqdm(list(zip(z.split(batch_size), c.split(batch_size))), desc='generate', disable=not progress)]
+    return torch.cat(out) if out else torch.zeros(0, 3, *(2 * [_net_attr(G, 'img_resolution')]), dtype=torch.uint8)
+
 def generate(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64) -> [N, 3, H, W] float
              labels, # conditioning labels [N] (list, array or tensor)
              *, seed: int, # seed of the latent draw
@@ -94,10 +106,7 @@ def generate(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64)
     "Generate one image per label with truncated latents; uint8 NCHW."
     c = _as_labels(labels, _net_attr(G, 'c_dim'))
     z = truncated_normal((len(c), _net_attr(G, 'z_dim')), tau, make_generator(seed), mode=trunc_mode)
-    device = _device(G)
-    out = [_run_G(G, zb, cb, device)
-           for zb, cb in tqdm(list(zip(z.split(batch_size), c.split(batch_size))), desc='generate', disable=not progress)]
-    return torch.cat(out) if out else torch.zeros(0, 3, *(2 * [_net_attr(G, 'img_resolution')]), dtype=torch.uint8)
+    return generate_from(G, z, c, batch_size=batch_size, progress=progress)
 
 # %% ../nbs/09_sample.ipynb #da33103a
 SELECT_RULES = ('label', 'max')
