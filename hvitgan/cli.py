@@ -17,7 +17,7 @@ from .config import PRESETS, TrainConfig, make_config
 
 # %% auto #0
 __all__ = ['COMMANDS', 'Command', 'command', 'build_parser', 'main', 'train_config_from_args', 'train', 'sample', 'sweep', 'demo',
-           'evaluate']
+           'evaluate', 'fid', 'table1', 'figures']
 
 # %% ../nbs/13_cli.ipynb #b6310709
 @dataclass
@@ -145,27 +145,58 @@ def train(args):
     return 0
 
 # %% ../nbs/13_cli.ipynb #d2429bc2
-def _sample_arguments(p):
+def _data_root(data) -> Path:
+    "`--data`, else the shipped sample; `DataError` when neither exists."
+    from hvitgan.core import DataError, sample_root
+    root = Path(data) if data else sample_root()
+    if root is None: raise DataError("no PCam data: the shipped sample ../shared/data/pcam-sample is absent; pass --data PATH (a PCam folder or HDF5 root)")
+    return root
+
+def _sampling_arguments(p, base, *, amount: bool = True, seed_flag: str = '--seed'):
+    "The options of a `SampleConfig`, with `base`'s values as defaults."
+    from hvitgan.sample import ON_CAP, SELECT_RULES
     a = p.add_argument
-    a('snapshot', help="network-snapshot-*.pt written by `hvitgan train`")
+    if amount: a('--per-class', type=int, default=base.n_per_class, help="synthetic images per class")
+    a('--tau', type=float, default=base.tau, help="truncation value of the SA draws (Sec. 2.3): latent entries with |z| > tau are redrawn")
+    a('--threshold', type=float, default=base.threshold, help="selection threshold lambda (Sec. 2.3): keep an image when the class head gives its label a probability > lambda")
+    a('--rule', default=base.rule, choices=SELECT_RULES, help="label: p[label] > lambda and the argmax is the label; max: the largest p > lambda, whatever the class")
+    a('--attempts', type=float, default=base.attempts_per_image, help="SA cap: at most this many generated images per requested one, per class")
+    a('--on-cap', default=base.on_cap, choices=ON_CAP, help="a class short of its quota at the cap: raise (fail) or warn (keep what passed)")
+    a(seed_flag, type=int, default=base.seed, dest='sample_seed', help="seed of the latents")
+
+def _sampling_from_args(args, base):
+    "The `SampleConfig` of `_sampling_arguments`' options; `ConfigError` naming a bad flag before any work."
+    from dataclasses import replace
+    per_class = getattr(args, 'per_class', base.n_per_class)
+    if hasattr(args, 'per_class'): _check_number('--per-class', args.per_class, low=1)
+    _check_number('--tau', args.tau, above=0); _check_number('--threshold', args.threshold, low=0, below=1)
+    _check_number('--attempts', args.attempts, low=1); _check_number('--seed', args.sample_seed, low=0, below=2**32)
+    return replace(base, n_per_class=per_class, tau=args.tau, threshold=args.threshold, rule=args.rule,
+                   attempts_per_image=args.attempts, on_cap=args.on_cap, seed=args.sample_seed)
+
+def _sample_arguments(p):
+    from hvitgan.losses import get_scenario
+    a = p.add_argument
+    a('snapshot', help="network-snapshot-*.pt written by `hvitgan train`, or a run directory (see --pick)")
     a('--out', required=True, help="folder of the synthetic set (PCam HDF5 under out/pcam/ + manifest.json)")
-    a('--per-class', type=int, default=1000, help="images per class")
-    a('--tau', type=float, default=0.7, help="truncation value (Sec. 2.3); resampled |z| > tau")
-    a('--threshold', type=float, default=0.6, help="selection threshold lambda (Sec. 2.3)")
-    a('--no-select', action='store_true', help="plain sampling without the class-head selection")
-    a('--seed', type=int, default=0, help="latent seed")
+    a('--pick', default='newest', help="snapshot of a run directory: newest, best:<metric> (e.g. best:fid) or at:<fraction>")
+    _sampling_arguments(p, get_scenario('g').sampling)
+    a('--no-select', action='store_true', help="plain sampling: untruncated latents, no class-head selection (the CP row of Table 1)")
+    a('--device', default='cpu', help="where G and D run: cpu or cuda")
     a('--png', action='store_true', help="also write PNG folders <split>/<label>/*.png")
     a('--overwrite', action='store_true', help="replace a synthetic set already in --out (refused otherwise)")
 
 @command('sample', 'Generate a class-conditional synthetic set from a snapshot (truncation + selective augmentation).', _sample_arguments)
 def sample(args):
     "Write a synthetic set with `hvitgan.sample.synthesize`."
+    from hvitgan.losses import get_scenario
     from hvitgan.sample import synthesize
-    _check_number('--per-class', args.per_class, low=1); _check_number('--tau', args.tau, above=0)
-    _check_number('--threshold', args.threshold, low=0, below=1); _check_number('--seed', args.seed, low=0, below=2**32)
-    man = synthesize(args.snapshot, args.out, args.per_class, selective=not args.no_select, tau=args.tau,
-                     threshold=args.threshold, seed=args.seed, png=args.png, overwrite=args.overwrite)
-    print(f"synthetic set: {args.out}\n  acceptance rate per class: {man.get('acceptance_rate')}")
+    from hvitgan.training_metrics import Snapshots
+    sampling = _sampling_from_args(args, get_scenario('g').sampling)
+    if args.no_select: sampling = sampling.plain()
+    snap = Snapshots.resolve(args.snapshot, args.pick)
+    man = synthesize(snap, args.out, sampling, png=args.png, overwrite=args.overwrite, device=args.device)
+    print(f"synthetic set: {args.out} (from {snap})\n  acceptance rate per class: {man.get('acceptance_rate')}")
     return 0
 
 def _sweep_arguments(p):
@@ -198,6 +229,7 @@ def sweep(args):
     return 1 if res.failed else 0
 
 def _demo_arguments(p):
+    from hvitgan.demo import DEMO_SAMPLING
     a = p.add_argument
     a('--data', default=None, help="PCam folder or HDF5 root (default: the shipped sample ../shared/data/pcam-sample)")
     a('--out', default='runs/demo', help="demo folder; running the demo again resumes its GAN run and trains it further")
@@ -205,31 +237,36 @@ def _demo_arguments(p):
     a('--classifier', default='resnet34', help="Table 1 classifier trained on real and on real + synthetic data")
     a('--n-real', type=int, default=800, help="real training images for the classifier (class-balanced)")
     a('--epochs', type=int, default=2, help="classifier epochs")
-    a('--threshold', type=float, default=0.6, help="selection threshold lambda (Sec. 2.3)")
+    _sampling_arguments(p, DEMO_SAMPLING, seed_flag='--sample-seed')
     a('--no-progress', action='store_true', help="no progress bars")
 
 @command('demo', 'The whole pipeline, small, on real PCam: train, sample with CP + SA, compare a classifier.', _demo_arguments)
 def demo(args):
-    "Run `hvitgan.experiments.run_demo`."
+    "Run `hvitgan.demo.run_demo`."
     from hvitgan.classifiers import CLASSIFIERS
-    from hvitgan.experiments import run_demo
+    from hvitgan.demo import DEMO_SAMPLING, run_demo
     if args.classifier not in CLASSIFIERS:  # checked before the GAN trains
         raise ConfigError(f"--classifier: unknown name {args.classifier!r}; expected one of {', '.join(CLASSIFIERS)}")
     _check_number('--minutes', args.minutes, above=0); _check_number('--n-real', args.n_real, low=2)
-    _check_number('--epochs', args.epochs, low=1); _check_number('--threshold', args.threshold, low=0, below=1)
+    _check_number('--epochs', args.epochs, low=1)
     run_demo(args.data, args.out, train_minutes=args.minutes, n_real=args.n_real, classifier=args.classifier,
-             epochs=args.epochs, threshold=args.threshold, progress=not args.no_progress)
+             epochs=args.epochs, sampling=_sampling_from_args(args, DEMO_SAMPLING), progress=not args.no_progress)
     return 0
 
 def _evaluate_arguments(p):
     from hvitgan.training_metrics import METRICS
     a = p.add_argument
-    a('snapshots', nargs='+', help="network-snapshot-*.pt files (each evaluated at its run's resolution and view)")
+    a('snapshots', nargs='+', help="network-snapshot-*.pt files or run directories (every snapshot of a run), each evaluated at its run's resolution and view")
     a('--metrics', default='fid,auc,sa', help="comma-separated: " + '; '.join(f"{k}: {m.doc}" for k, m in METRICS.items()))
     a('--n', type=int, default=1000, help="images per evaluation (generated and real, from the selection half of valid)")
     a('--data', default=None, help="PCam folder or HDF5 root (default: the run's data, else the shipped sample)")
     a('--fp32', action='store_true', help="FID features in float32 (default: bf16 autocast, as during training)")
     a('--out', default=None, help="also write the results as JSON here")
+
+def _snapshot_paths(items) -> list[Path]:
+    "Snapshot files as given, run directories expanded to all their snapshots, oldest first."
+    from hvitgan.training_metrics import Snapshots
+    return [q for p in map(Path, items) for q in ([p] if p.is_file() or not p.is_dir() else Snapshots.of(p).paths)]
 
 @command('evaluate', "Evaluate snapshots with the training-time metrics (FID with its real-vs-real floor, class-head AUC, SA acceptance).", _evaluate_arguments)
 def evaluate(args):
@@ -240,7 +277,7 @@ def evaluate(args):
     parse_metrics(args.metrics)
     if args.n < 2: raise ConfigError(f"--n: need at least 2 images, got {args.n}")
     ctxs, out = {}, {}
-    for path in map(Path, args.snapshots):
+    for path in _snapshot_paths(args.snapshots):
         cfg = TrainConfig.from_dict({k: v for k, v in (safe_load(path).get('config') or {}).items() if k in TrainConfig.__dataclass_fields__})
         if args.data: cfg.data = args.data
         key = (str(resolve_data(cfg)), cfg.img_resolution, cfg.resize)
@@ -250,6 +287,110 @@ def evaluate(args):
                                       for k, v in res.items()), flush=True)
     if args.out:
         with atomic_write(args.out) as tmp: Path(tmp).write_text(json.dumps(out, indent=1))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #14d41416
+def _run_arguments(p, data_help: str, out_help: str):
+    "--run, --pick, --data and --out of the commands that read training runs."
+    a = p.add_argument
+    a('--run', action='append', metavar='LETTER=PATH', required=True,
+      help="training run of a loss scenario: its letter (a..e) and a run directory or a network-snapshot-*.pt, e.g. --run e=runs/00003-cpu-e (repeatable)")
+    a('--pick', default='newest', help="snapshot of each run directory: newest, best:<metric> (e.g. best:fid, recorded when trained with metrics=fid) or at:<fraction> (e.g. at:0.5)")
+    a('--data', default=None, help=f"PCam folder or HDF5 root: {data_help} (default: the shipped sample)")
+    a('--out', required=True, help=out_help)
+
+def _runs_from_args(args) -> dict:
+    "run letter -> snapshot path of the `--run` options; `ConfigError` naming a malformed one."
+    from hvitgan.losses import TRAINING_RUNS
+    from hvitgan.training_metrics import Snapshots
+    out = {}
+    for item in args.run:
+        letter, sep, path = item.partition('=')
+        if not sep or letter not in TRAINING_RUNS:
+            raise ConfigError(f"--run {item!r}: expected LETTER=PATH with LETTER one of {', '.join(TRAINING_RUNS)}")
+        out[letter] = Snapshots.resolve(path, args.pick)
+    return out
+
+def _fid_arguments(p):
+    a = p.add_argument
+    a('snapshots', nargs='+', help="network-snapshot-*.pt files or run directories (every snapshot of a run)")
+    a('--data', default=None, help="PCam folder or HDF5 root (default: the shipped sample)")
+    a('--split', default='valid', help="real split of the reference statistics")
+    a('--n', type=int, default=1000, help="generated images per snapshot")
+    a('--cache', default='runs/fid-cache', help="folder of cached reference statistics (keyed by data, settings and weights)")
+    a('--device', default='cpu', help="where G and the Inception network run: cpu or cuda")
+    a('--out', required=True, help="JSON file for the scores and the best snapshot")
+
+@command('fid', 'FID of snapshots against a whole real split, and the best one (Sec. 3.2 model selection).', _fid_arguments)
+def fid(args):
+    "Run `hvitgan.training_metrics.fid_of_snapshots` and write its result."
+    from hvitgan.core import atomic_write
+    from hvitgan.training_metrics import fid_of_snapshots
+    _check_number('--n', args.n, low=2)
+    res = fid_of_snapshots(_snapshot_paths(args.snapshots), _data_root(args.data), split=args.split, n=args.n,
+                           cache_dir=args.cache, device=args.device, progress=True)
+    with atomic_write(args.out) as tmp: Path(tmp).write_text(json.dumps(res, indent=1))
+    for k, v in res['scores'].items(): print(f"{k}: FID {v['fid']:.2f} ({v['n']} images)")
+    print(f"best: {res['best']} (FID {res['scores'][res['best']]['fid']:.2f}) -> {args.out}")
+    return 0
+
+def _table1_arguments(p):
+    from hvitgan.classifiers import ClassifierRecipe
+    from hvitgan.sample import SampleConfig
+    from hvitgan.table1 import TABLE1_CLASSIFIERS, TABLE1_ROWS
+    a = p.add_argument
+    _run_arguments(p, "its train and valid splits give the real images",
+                   "folder of the results: table1.md/.csv/.json, protocol.json, synthetic sets, per-seed results (reused to resume)")
+    a('--rows', nargs='+', default=[r.key for r in TABLE1_ROWS], help="Table 1 rows: " + ', '.join(f"{r.key} ({r.name.strip() or 'real only'})" for r in TABLE1_ROWS))
+    a('--classifiers', nargs='+', default=list(TABLE1_CLASSIFIERS), help="classifiers (hvitgan_head needs --run e=...)")
+    a('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4], help="one repetition per seed (the paper: five)")
+    a('--n-real', type=int, default=None, help="class-balanced real training images (default: all of train)")
+    a('--n-eval', type=int, default=None, help="class-balanced images of each valid half, selection and test (default: the whole halves)")
+    a('--test-split', default=None, help="a real test split instead of the test half of valid (full PCam: test)")
+    a('--synth-per-class', type=int, default=None, help="synthetic images per class and row (default: as many as the real subset, 1:1)")
+    a('--epochs', type=int, default=ClassifierRecipe.epochs, help="classifier epochs")
+    a('--batch', type=int, default=ClassifierRecipe.batch_size, help="classifier batch size")
+    a('--max-steps', type=int, default=None, help="cut classifier epochs to this many steps (smoke runs)")
+    a('--device', default='auto', help="where classifiers train and synthetic sets are drawn: auto, cpu or cuda")
+    _sampling_arguments(p, SampleConfig(), amount=False, seed_flag='--sample-seed')
+    a('--no-progress', action='store_true', help="no progress bars")
+
+@command('table1', 'The Table 1 protocol (Sec. 3.3): classifiers trained on real and on real + synthetic patches.', _table1_arguments)
+def table1(args):
+    "Run `hvitgan.table1.table1_from_data` and print the table."
+    from hvitgan.classifiers import CLASSIFIERS, ClassifierRecipe
+    from hvitgan.sample import SampleConfig
+    from hvitgan.table1 import format_table, table1_from_data, table1_rows
+    rows = table1_rows(args.rows)
+    bad = [c for c in args.classifiers if c not in CLASSIFIERS]
+    if bad: raise ConfigError(f"--classifiers: unknown name(s) {bad}; expected some of {', '.join(CLASSIFIERS)}")
+    for flag, v in (('--n-real', args.n_real), ('--n-eval', args.n_eval)): _check_number(flag, v, low=2)
+    _check_number('--synth-per-class', args.synth_per_class, low=1); _check_number('--max-steps', args.max_steps, low=1)
+    recipe = ClassifierRecipe(epochs=args.epochs, batch_size=args.batch, max_steps_per_epoch=args.max_steps, device=args.device)
+    sampling = _sampling_from_args(args, SampleConfig())
+    table = table1_from_data(_runs_from_args(args), _data_root(args.data), args.out, n_real=args.n_real, n_eval=args.n_eval,
+                             test_split=args.test_split, classifiers=args.classifiers, rows=rows, seeds=tuple(args.seeds),
+                             recipe=recipe, sampling=sampling, n_synth_per_class=args.synth_per_class, progress=not args.no_progress)
+    print(format_table(table))
+    print(f"written: {Path(args.out) / 'table1.md'}, table1.csv, table1.json, protocol.json")
+    return 0
+
+def _figures_arguments(p):
+    a = p.add_argument
+    _run_arguments(p, "the real patches of Fig. 2", "path prefix: writes <out>-fig2.png and <out>-fig3.png")
+    a('--per-class', type=int, default=8, help="Fig. 2 patches per class and panel")
+    a('--tsne-per-class', type=int, default=150, help="Fig. 3 generated patches per class and scenario")
+    a('--no-tsne', action='store_true', help="Fig. 2 only (Fig. 3 needs the FID Inception weights)")
+    a('--device', default='cpu', help="where the Inception network of Fig. 3 runs: cpu or cuda")
+
+@command('figures', 'Fig. 2 (real beside CP, SA, CP+SA patches) and Fig. 3 (t-SNE per loss scenario, with silhouette scores).', _figures_arguments)
+def figures(args):
+    "Run `hvitgan.figures.draw_figures` and print where the figures are and the silhouettes."
+    from hvitgan.figures import draw_figures
+    _check_number('--per-class', args.per_class, low=1); _check_number('--tsne-per-class', args.tsne_per_class, low=2)
+    res = draw_figures(_runs_from_args(args), _data_root(args.data), args.out, per_class=args.per_class, tsne=not args.no_tsne,
+                       tsne_per_class=args.tsne_per_class, device=args.device, progress=True)
+    print(json.dumps(dict(fig2=str(res['fig2']), fig3=res['fig3'] and str(res['fig3']), silhouette=res['silhouette']), indent=1))
     return 0
 
 # %% ../nbs/13_cli.ipynb #62ba575f

@@ -7,6 +7,7 @@ Docs: https://hvitgan.github.io/hvitgan/data.html.md"""
 # %% ../nbs/01_data.ipynb #d399ca98
 from __future__ import annotations
 import csv, gzip, hashlib, http.client, os, shutil, urllib.error, urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,8 +24,8 @@ from .core import DataError, atomic_write, from_uint8, make_generator, sample_ro
 __all__ = ['SPLITS', 'SPLIT_ALIASES', 'PCAM_SIZES', 'IMG_SHAPE', 'CENTRE', 'CSV_FIELDS', 'ROW_BYTES', 'IMG_EXTS', 'PAPER_SUBSET',
            'PCAM_URL', 'PCAM_GZ_MD5', 'canonical_split', 'pcam_filenames', 'write_pcam_h5', 'make_fake_pcam',
            'find_pcam_h5', 'PCamDataset', 'PCamH5', 'PCamFolder', 'open_pcam', 'convert_to_h5', 'balanced_subset',
-           'split_valid', 'resize_patches', 'ResizedPatches', 'InfiniteSampler', 'make_loader', 'label_safe_augment',
-           'LabelSafeAugment', 'download_pcam']
+           'split_valid', 'LabeledSubset', 'Splits', 'make_splits', 'resize_patches', 'ResizedPatches',
+           'InfiniteSampler', 'label_safe_augment', 'download_pcam']
 
 # %% ../nbs/01_data.ipynb #f896cb98
 SPLITS = ('train', 'valid', 'test')
@@ -459,7 +460,7 @@ def balanced_subset(labels,    # [N] class labels
 def split_valid(labels,    # [N] class labels of the valid split
                 seed: int, # seed of the split
                ) -> tuple[np.ndarray, np.ndarray]:
-    "Seeded class-stratified halves `(sel_idx, test_idx)` of `labels` (model-spec 6.5)."
+    "Seeded class-stratified halves `(sel_idx, test_idx)` of `labels`."
     labels = np.asarray(labels)
     g, sel, test = make_generator(seed), [], []
     for c in np.unique(labels):
@@ -467,6 +468,54 @@ def split_valid(labels,    # [N] class labels of the valid split
         idx = idx[torch.randperm(len(idx), generator=g).numpy()]
         sel.append(idx[:len(idx) // 2]); test.append(idx[len(idx) // 2:])
     return np.sort(np.concatenate(sel)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
+
+# %% ../nbs/01_data.ipynb #5795f487
+class LabeledSubset(torch.utils.data.Subset):
+    "A `Subset` that keeps its parent's `.labels`."
+    @property
+    def labels(self) -> np.ndarray: return np.asarray(self.dataset.labels)[self.indices]
+
+@dataclass(frozen=True)
+class Splits:
+    "The protocol's index sets: a training subset of train, and the selection and test halves of valid."
+    train: np.ndarray  # indices into the train split
+    sel: np.ndarray    # indices into valid: the selection half (model selection, early stopping, training-time metrics)
+    test: np.ndarray   # indices into valid: the test half (every reported number)
+    seed: int          # seed of the subset, of the halving and of the draws inside each half
+    sizes: dict        # the sizes asked for: {'train': n or None, 'sel': ..., 'test': ...}; None: the whole split / half
+    counts: dict = field(default_factory=dict)  # class counts obtained: {'train': {'0': n0, '1': n1}, ...}
+
+    def subsets(self, train, valid) -> tuple:
+        "(train, selection, test) as `LabeledSubset`s of the datasets whose labels drew the splits."
+        return tuple(LabeledSubset(ds, idx.tolist()) for ds, idx in ((train, self.train), (valid, self.sel), (valid, self.test)))
+
+    def to_dict(self) -> dict:
+        "Seed, asked-for sizes and obtained class counts (JSON-ready; the indices follow from these and the labels)."
+        return dict(seed=self.seed, sizes=dict(self.sizes), counts={k: dict(v) for k, v in self.counts.items()})
+
+def _cut(idx: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    "`idx`, or a class-balanced draw of `n` of them (all when `n` covers them)."
+    if n is None or n >= len(idx): return idx
+    return idx[balanced_subset(labels[idx], n, seed)]
+
+def make_splits(train_labels, # [N] labels of the train split
+                valid_labels, # [M] labels of the valid split
+                *, n_train: int | None = None, # class-balanced training subset size; None: all of train
+                n_sel: int | None = None, # class-balanced size of the selection half; None: the whole half
+                n_test: int | None = None, # class-balanced size of the test half; None: the whole half
+                seed: int = 0, # one seed for every draw
+               ) -> Splits:
+    "The training subset (`balanced_subset`) and the selection / test halves of valid (`split_valid`), seeded once."
+    for k, n in (('n_train', n_train), ('n_sel', n_sel), ('n_test', n_test)):
+        if n is not None and not (isinstance(n, (int, np.integer)) and n >= 2):
+            raise DataError(f"make_splits: {k} must be None or an int >= 2, got {n!r}")
+    tl, vl = np.asarray(train_labels), np.asarray(valid_labels)
+    train = np.arange(len(tl), dtype=np.int64) if n_train is None else balanced_subset(tl, n_train, seed)
+    sel, test = split_valid(vl, seed)
+    sel, test = _cut(sel, vl, n_sel, seed), _cut(test, vl, n_test, seed)
+    count = lambda lab: {str(c): int(k) for c, k in zip(*np.unique(lab, return_counts=True))}
+    return Splits(train, sel, test, seed, dict(train=n_train, sel=n_sel, test=n_test),
+                  dict(train=count(tl[train]), sel=count(vl[sel]), test=count(vl[test])))
 
 # %% ../nbs/01_data.ipynb #85237b57
 import torch.nn.functional as F
@@ -504,41 +553,22 @@ class InfiniteSampler(Sampler):
     def __init__(self,
                  n: int,                # dataset size
                  seed: int = 0,         # seed of the permutations
-                 start_idx: int = 0,    # global stream position to start at (images already shown)
-                 shuffle: bool = True,  # permute each epoch; False gives 0, 1, ..., n-1, 0, 1, ...
-                 rank: int = 0,         # this process's rank under DDP
-                 world_size: int = 1,   # number of processes under DDP
+                 start_idx: int = 0,    # stream position to start at (images already shown)
                 ):
         if n < 1: raise DataError(f"InfiniteSampler: dataset is empty (n={n})")
-        self.n, self.seed, self.start_idx, self.shuffle, self.rank, self.world_size = n, seed, start_idx, shuffle, rank, world_size
+        self.n, self.seed, self.start_idx = n, seed, start_idx
 
     def _epoch(self, e: int) -> np.ndarray:
-        if not self.shuffle: return np.arange(self.n)
         s = int(np.random.SeedSequence([self.seed, e]).generate_state(1)[0])
         return torch.randperm(self.n, generator=make_generator(s)).numpy()
 
     def __iter__(self):
-        p = self.start_idx + (self.rank - self.start_idx) % self.world_size    # first global position of this rank
+        p = self.start_idx
         e, perm = p // self.n, self._epoch(p // self.n)
         while True:
             if p // self.n != e: e = p // self.n; perm = self._epoch(e)
             yield int(perm[p % self.n])
-            p += self.world_size
-
-# %% ../nbs/01_data.ipynb #a1a9096c
-def make_loader(dataset,                 # a PCam dataset (or Subset of one)
-                batch_size: int,         # patches per batch
-                seed: int = 0,           # seed of the sampler
-                start_idx: int = 0,      # images already shown (exact resume)
-                shuffle: bool = True,    # permute each epoch
-                num_workers: int = 0,    # DataLoader worker processes
-                rank: int = 0,           # DDP rank
-                world_size: int = 1,     # DDP world size
-               ) -> DataLoader:
-    "An endless `DataLoader` of `(uint8 [B, 3, 96, 96], int64 [B])` batches over `dataset`, resumable at `start_idx`."
-    sampler = InfiniteSampler(len(dataset), seed, start_idx, shuffle, rank, world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+            p += 1
 
 # %% ../nbs/01_data.ipynb #f8a36a1e
 def label_safe_augment(x: torch.Tensor,                       # [N, C, H, W] images, H == W, uint8 or float
@@ -557,13 +587,6 @@ def label_safe_augment(x: torch.Tensor,                       # [N, C, H, W] ima
                 t = x[m].flip(-1) if ff else x[m]
                 out[m] = torch.rot90(t, kk, dims=(-2, -1))
     return out
-
-class LabelSafeAugment:
-    "`label_safe_augment` with its own seeded generator; `state_dict()` / `load_state_dict()` for exact resume."
-    def __init__(self, seed: int = 0): self.generator = make_generator(seed)
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: return label_safe_augment(x, self.generator)
-    def state_dict(self) -> dict: return {'generator': self.generator.get_state()}
-    def load_state_dict(self, state: dict): self.generator.set_state(state['generator'])
 
 # %% ../nbs/01_data.ipynb #cf23e799
 PCAM_URL = "https://zenodo.org/records/2546921/files"

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import ConfigError
+from .sample import SampleConfig
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'SCENARIOS', 'SCENARIO_ALIASES', 'TRAINING_RUNS', 'WEIGHT_KINDS', 'wgan_d_loss', 'wgan_g_loss',
@@ -136,18 +137,23 @@ class Scenario:
     title: str                         # the panel's description in Fig. 3
     weighting: str                     # 'none' | 'all' | 'kendall' | 'ours'
     cond_proj: bool                    # skip-z + conditional LayerNorm in every G stage (Sec. 2.2)
-    selective: bool                    # truncated z + class-head selection when sampling (Sec. 2.3)
+    sampling: SampleConfig             # how images are drawn from the networks (Sec. 2.3; `hvitgan.sample`)
     train_run: str                     # letter of the scenario whose training run provides the networks
     sigma_clamp: tuple | None = None   # (lo, hi) clamp of every sigma after each optimiser step; None = off
     kendall_param: str = 'gamma'       # Kendall parametrisation: 'gamma' (Eq. 4 as written) or 'log_var' (LibMTL)
-    truncation: float | None = None    # tau of Sec. 2.3 when `selective`
-    select_threshold: float | None = None  # lambda of Sec. 2.3 when `selective`
 
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS: raise ConfigError(f"scenario {self.name}: weighting {self.weighting!r} not in {WEIGHTINGS}")
         if self.kendall_param not in ('gamma', 'log_var'): raise ConfigError(f"scenario {self.name}: kendall_param {self.kendall_param!r} not in ('gamma', 'log_var')")
         if self.sigma_clamp is not None and not (len(self.sigma_clamp) == 2 and self.sigma_clamp[0] < self.sigma_clamp[1]):
             raise ConfigError(f"scenario {self.name}: sigma_clamp must be (lo, hi) with lo < hi, got {self.sigma_clamp!r}")
+        if not isinstance(self.sampling, SampleConfig):
+            raise ConfigError(f"scenario {self.name}: sampling must be a SampleConfig, got {type(self.sampling).__name__}")
+
+    @property
+    def selective(self) -> bool:
+        "Whether sampling selects with the class head (SA, panels (f) and (g))."
+        return self.sampling.selective
 
     @property
     def trains(self) -> bool:
@@ -161,16 +167,16 @@ class Scenario:
 
     def to_dict(self) -> dict: return asdict(self)
 
-_SA = dict(selective=True, truncation=0.7, select_threshold=0.6)
+_SA, _PLAIN = SampleConfig(), SampleConfig().plain()  # Sec. 2.3's tau and lambda; plain N(0, 1) draws
 SCENARIOS = {s.name: s for s in [
-    Scenario('a', 'none', 'no weighting', 'none', cond_proj=False, selective=False, train_run='a'),
-    Scenario('b', 'all', 'weighting on all losses, WGAN-GP included', 'all', cond_proj=False, selective=False,
+    Scenario('a', 'none', 'no weighting', 'none', cond_proj=False, sampling=_PLAIN, train_run='a'),
+    Scenario('b', 'all', 'weighting on all losses, WGAN-GP included', 'all', cond_proj=False, sampling=_PLAIN,
              train_run='b', sigma_clamp=(-5., 5.)),
-    Scenario('c', 'kendall', 'Kendall et al. weighting', 'kendall', cond_proj=False, selective=False, train_run='c'),
-    Scenario('d', 'ours', "the paper's weighting", 'ours', cond_proj=False, selective=False, train_run='d'),
-    Scenario('e', 'ours_cp', "the paper's weighting + CP", 'ours', cond_proj=True, selective=False, train_run='e'),
-    Scenario('f', 'ours_sa', "the paper's weighting + SA", 'ours', cond_proj=False, train_run='d', **_SA),
-    Scenario('g', 'ours_cp_sa', "the paper's weighting + CP + SA", 'ours', cond_proj=True, train_run='e', **_SA),
+    Scenario('c', 'kendall', 'Kendall et al. weighting', 'kendall', cond_proj=False, sampling=_PLAIN, train_run='c'),
+    Scenario('d', 'ours', "the paper's weighting", 'ours', cond_proj=False, sampling=_PLAIN, train_run='d'),
+    Scenario('e', 'ours_cp', "the paper's weighting + CP", 'ours', cond_proj=True, sampling=_PLAIN, train_run='e'),
+    Scenario('f', 'ours_sa', "the paper's weighting + SA", 'ours', cond_proj=False, train_run='d', sampling=_SA),
+    Scenario('g', 'ours_cp_sa', "the paper's weighting + CP + SA", 'ours', cond_proj=True, train_run='e', sampling=_SA),
 ]}
 SCENARIO_ALIASES = {s.alias: s.name for s in SCENARIOS.values()}
 TRAINING_RUNS = tuple(sorted({s.train_run for s in SCENARIOS.values()}))
@@ -198,7 +204,7 @@ def scenario_table() -> str:
         adv, cls = _W_TEXT[s.weighting]
         run = f"run {s.train_run.upper()}" if s.trains else f"none: networks of run {s.train_run.upper()}"
         cond = 'input + skip-z + CLN per stage' if s.cond_proj else '[z, c] at the input'
-        sampling = f"truncation {s.truncation} + selection {s.select_threshold}" if s.selective else 'plain'
+        sampling = f"truncation {s.sampling.tau} + selection {s.sampling.threshold}" if s.selective else 'plain'
         rows.append(f"| ({s.name}) {s.title} | `{s.alias}` | {run} | {adv} | {cls} | {cond} | {sampling} | {s.sigma_clamp or '-'} |")
     return '\n'.join(rows)
 

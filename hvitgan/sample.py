@@ -6,7 +6,8 @@ Docs: https://hvitgan.github.io/hvitgan/sample.html.md"""
 
 # %% ../nbs/09_sample.ipynb #66df27ff
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile, warnings
+import hashlib, json, math, os, shutil, tempfile, warnings
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from .data import IMG_SHAPE, write_pcam_h5
 from .networks import network_from_kwargs
 
 # %% auto #0
-__all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'DEFAULT_ATTEMPTS_FACTOR', 'SNAPSHOT_KEYS', 'MANIFEST',
-           'truncated_normal', 'NonFiniteOutputError', 'generate', 'select_mask', 'QuotaError', 'class_seed',
-           'selective_generate', 'load_snapshot', 'file_sha256', 'resize_uint8', 'write_synthetic', 'synthesize']
+__all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'ON_CAP', 'SNAPSHOT_KEYS', 'MANIFEST', 'truncated_normal',
+           'NonFiniteOutputError', 'generate_from', 'generate', 'select_mask', 'SampleConfig', 'QuotaError',
+           'class_seed', 'selective_generate', 'sample_images', 'scenario_sampling', 'load_snapshot', 'file_sha256',
+           'resize_uint8', 'write_synthetic', 'synthesize']
 
 # %% ../nbs/09_sample.ipynb #0054e5eb
 TRUNC_MODES = ('resample', 'scaled')
@@ -38,7 +40,7 @@ def _resample_outside(z: torch.Tensor, bound: float, generator) -> torch.Tensor:
     return z
 
 def truncated_normal(shape, # shape of the latent batch, e.g. (N, z_dim)
-                     tau: float | None = 0.7, # truncation value; None draws a plain N(0, 1)
+                     tau: float | None, # truncation value; None draws a plain N(0, 1)
                      generator: torch.Generator | None = None, # seeded CPU generator for every draw
                      mode: str = 'resample', # 'resample' (Marchesi) or 'scaled' (BigGAN TF-Hub: truncnorm(-2, 2) * tau)
                     ) -> torch.Tensor: # float32 latents on the CPU
@@ -81,6 +83,18 @@ def _run_G(G, z, c, device) -> torch.Tensor:
         raise NonFiniteOutputError("the generator's output holds NaN or infinite values (broken weights)")
     return to_uint8(img).cpu()
 
+def generate_from(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64) -> [N, 3, H, W] float
+                  z: torch.Tensor, # latents [N, z_dim]
+                  c: torch.Tensor, # int64 labels [N]
+                  *, batch_size: int = 64, # images per forward pass
+                  progress: bool = False, # show a tqdm bar
+                 ) -> torch.Tensor: # uint8 [N, 3, H, W] on the CPU
+    "G(z, c) batch by batch in evaluation mode, as uint8 NCHW: the one loop that batches the generator."
+    device = _device(G)
+    out = [_run_G(G, zb, cb, device)
+           for zb, cb in tqdm(list(zip(z.split(batch_size), c.split(batch_size))), desc='generate', disable=not progress)]
+    return torch.cat(out) if out else torch.zeros(0, 3, *(2 * [_net_attr(G, 'img_resolution')]), dtype=torch.uint8)
+
 def generate(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64) -> [N, 3, H, W] float
              labels, # conditioning labels [N] (list, array or tensor)
              *, seed: int, # seed of the latent draw
@@ -92,17 +106,14 @@ def generate(G: nn.Module, # conditional generator: G(z [N, z_dim], c [N] int64)
     "Generate one image per label with truncated latents; uint8 NCHW."
     c = _as_labels(labels, _net_attr(G, 'c_dim'))
     z = truncated_normal((len(c), _net_attr(G, 'z_dim')), tau, make_generator(seed), mode=trunc_mode)
-    device = _device(G)
-    out = [_run_G(G, zb, cb, device)
-           for zb, cb in tqdm(list(zip(z.split(batch_size), c.split(batch_size))), desc='generate', disable=not progress)]
-    return torch.cat(out) if out else torch.zeros(0, 3, *(2 * [_net_attr(G, 'img_resolution')]), dtype=torch.uint8)
+    return generate_from(G, z, c, batch_size=batch_size, progress=progress)
 
 # %% ../nbs/09_sample.ipynb #da33103a
 SELECT_RULES = ('label', 'max')
 
 def select_mask(probs: torch.Tensor, # class probabilities [N, K]
                 labels, # conditioning labels [N]
-                threshold: float = 0.6, # lambda
+                threshold: float, # lambda
                 rule: str = 'label', # 'label': p[label] > lambda and argmax = label; 'max': max p > lambda
                ) -> torch.Tensor: # bool [N]
     "Which images SA keeps: the head predicts the conditioning label with probability > `threshold`."
@@ -113,58 +124,91 @@ def select_mask(probs: torch.Tensor, # class probabilities [N, K]
     c = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1, 1).to(probs.device)
     return (probs.argmax(1) == c[:, 0]) & (probs.gather(1, c)[:, 0] > threshold)
 
+# %% ../nbs/09_sample.ipynb #946abc9f
+ON_CAP = ('raise', 'warn')
+
+@dataclass(frozen=True)
+class SampleConfig:
+    "How synthetic images are drawn (Sec. 2.3): amount, truncation, selection by the class head, its cap, and the seed."
+    n_per_class: int | tuple = 1000 # images per class: an int, or one int per class
+    tau: float | None = 0.7 # truncation value; None draws plain N(0, 1) latents
+    trunc_mode: str = 'resample' # see `truncated_normal`
+    selective: bool = True # keep only the images the class head accepts (SA)
+    threshold: float = 0.6 # lambda (SA only)
+    rule: str = 'label' # see `select_mask` (SA only)
+    attempts_per_image: float = 50. # SA cap: at most this many generated images per requested one, per class
+    on_cap: str = 'raise' # SA at its cap short of a quota: 'raise' a `QuotaError`, or 'warn' and keep what passed
+    seed: int = 0 # base seed of the latents (under SA each class draws from `class_seed(seed, c)`)
+
+    def __post_init__(self):
+        bad = lambda k, want: ConfigError(f"SampleConfig.{k}: expected {want}, got {getattr(self, k)!r}")
+        n = self.n_per_class
+        if isinstance(n, (list, tuple)): object.__setattr__(self, 'n_per_class', n := tuple(n))
+        counts = n if isinstance(n, tuple) else (n,)
+        if not counts or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise bad('n_per_class', 'a non-negative int or one per class')
+        if self.tau is not None and not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau > 0):
+            raise bad('tau', 'a positive number or None')
+        if self.trunc_mode not in TRUNC_MODES: raise bad('trunc_mode', f"one of {TRUNC_MODES}")
+        if not isinstance(self.selective, bool): raise bad('selective', 'True or False')
+        if not (isinstance(self.threshold, (int, float)) and 0 <= self.threshold < 1): raise bad('threshold', 'a number in [0, 1)')
+        if self.rule not in SELECT_RULES: raise bad('rule', f"one of {SELECT_RULES}")
+        if not (isinstance(self.attempts_per_image, (int, float)) and self.attempts_per_image >= 1):
+            raise bad('attempts_per_image', 'a number >= 1')
+        if self.on_cap not in ON_CAP: raise bad('on_cap', f"one of {ON_CAP}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32): raise bad('seed', 'an int in [0, 2**32)')
+
+    def plain(self) -> 'SampleConfig':
+        "The same amount and seed drawn without truncation or selection (the rows and scenarios without SA)."
+        return replace(self, tau=None, selective=False)
+
+    def to_dict(self) -> dict: return asdict(self)
+    @classmethod
+    def from_dict(cls, d: dict) -> 'SampleConfig':
+        "A config from a dict (e.g. a manifest's `sampling`); `ConfigError` naming an unknown key."
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown: raise ConfigError(f"SampleConfig: unknown key(s) {unknown}")
+        return cls(**d)
+
 # %% ../nbs/09_sample.ipynb #ad59b26e
 class QuotaError(HvitganError):
     "Selective augmentation hit its cap on attempts before a class quota was filled."
-
-DEFAULT_ATTEMPTS_FACTOR = 50  # default cap: this many generated images per requested image
 
 def class_seed(seed: int, c: int) -> int:
     "An independent 32-bit seed for class `c` derived from `seed`."
     return int(np.random.SeedSequence([seed, c]).generate_state(1)[0])
 
-def _per_class(value, c_dim: int, name: str) -> list[int]:
-    "An int, a sequence of c_dim ints or a dict {class: int} as a list of c_dim ints."
-    if isinstance(value, dict): v = [int(value.get(k, value.get(str(k), 0))) for k in range(c_dim)]
-    elif np.ndim(value) == 0: v = [int(value)] * c_dim
-    else: v = [int(x) for x in value]
-    if len(v) != c_dim or min(v) < 0:
-        raise ConfigError(f"{name}: expected a non-negative int or {c_dim} of them, got {value!r}")
-    return v
+def _quota(sampling: SampleConfig, c_dim: int) -> list[int]:
+    "`sampling.n_per_class` as one count per class; `ConfigError` when a per-class tuple has the wrong length."
+    n = sampling.n_per_class
+    if not isinstance(n, tuple): return [n] * c_dim
+    if len(n) != c_dim: raise ConfigError(f"SampleConfig.n_per_class: {len(n)} counts for a generator of {c_dim} classes")
+    return list(n)
 
 def selective_generate(G: nn.Module, # conditional generator (G_ema)
                        D: nn.Module, # discriminator of the same checkpoint; needs `predict_proba(img) -> [N, K]`
-                       n_per_class, # accepted images wanted per class: an int, a list or a dict
-                       *, tau: float | None = 0.7, # truncation value
-                       threshold: float = 0.6, # lambda
-                       max_attempts=None, # cap on generated images per class (int, list or dict); default 50 x quota
-                       seed: int = 0, # base seed; each class uses `class_seed(seed, c)`
-                       batch_size: int = 64, # images per forward pass
-                       trunc_mode: str = 'resample', # see `truncated_normal`
-                       rule: str = 'label', # see `select_mask`
-                       on_cap: str = 'raise', # 'raise' a QuotaError or 'warn' and return what was accepted
+                       sampling: SampleConfig, # amount, tau, lambda, rule, cap and seed (`selective` must be True)
+                       *, batch_size: int = 64, # images per forward pass
                        progress: bool = True, # show a tqdm bar of accepted images
                       ) -> tuple: # (uint8 images [M, 3, H, W], int64 labels [M], report dict)
     "Generate with truncation and keep images whose class head agrees with the label (Sec. 2.3)."
-    if on_cap not in ('raise', 'warn'): raise ConfigError(f"on_cap: expected 'raise' or 'warn', got {on_cap!r}")
-    select_mask(torch.ones(1, 2) / 2, [0], threshold, rule)  # validates threshold and rule before any work
-    c_dim, z_dim = _net_attr(G, 'c_dim'), _net_attr(G, 'z_dim')
-    quota = _per_class(n_per_class, c_dim, 'n_per_class')
-    caps = ([DEFAULT_ATTEMPTS_FACTOR * q for q in quota] if max_attempts is None
-            else _per_class(max_attempts, c_dim, 'max_attempts'))
+    if not sampling.selective: raise ConfigError("selective_generate: sampling.selective is False (use `sample_images`)")
+    s, c_dim, z_dim = sampling, _net_attr(G, 'c_dim'), _net_attr(G, 'z_dim')
+    quota = _quota(s, c_dim)
+    caps = [math.ceil(s.attempts_per_image * q) for q in quota]
     device = _device(G)
     images, labels, classes = [], [], {}
     bar = tqdm(total=sum(quota), desc='selective augmentation', disable=not progress)
     for c in range(c_dim):
-        g, kept, attempts, passed = make_generator(class_seed(seed, c)), 0, 0, 0
+        g, kept, attempts, passed = make_generator(class_seed(s.seed, c)), 0, 0, 0
         while kept < quota[c] and attempts < caps[c]:
             n = min(batch_size, caps[c] - attempts)
             cb = torch.full((n,), c, dtype=torch.int64)
-            u8 = _run_G(G, truncated_normal((n, z_dim), tau, g, mode=trunc_mode), cb, device)  # [n, 3, H, W]
+            u8 = _run_G(G, truncated_normal((n, z_dim), s.tau, g, mode=s.trunc_mode), cb, device)  # [n, 3, H, W]
             probs = D.predict_proba(from_uint8(u8).to(device)).cpu()  # [n, K]
             if not torch.isfinite(probs).all():
                 raise NonFiniteOutputError("the discriminator's class head gives NaN or infinite probabilities (broken weights)")
-            mask = select_mask(probs, cb, threshold, rule)
+            mask = select_mask(probs, cb, s.threshold, s.rule)
             take = u8[mask][:quota[c] - kept]
             images.append(take); labels.append(cb[:len(take)])
             attempts, passed, kept = attempts + n, passed + int(mask.sum()), kept + len(take)
@@ -173,18 +217,39 @@ def selective_generate(G: nn.Module, # conditional generator (G_ema)
                                acceptance_rate=passed / attempts if attempts else float('nan'))
     bar.close()
     short = {k: v for k, v in classes.items() if v['accepted'] < v['quota']}
-    report = dict(tau=tau, threshold=threshold, trunc_mode=trunc_mode, rule=rule, seed=seed, batch_size=batch_size,
-                  classes=classes, complete=not short)
+    report = dict(sampling=s.to_dict(), batch_size=batch_size, classes=classes, complete=not short)
     if short:
         msg = '; '.join(f"class {k}: {v['accepted']}/{v['quota']} accepted after {v['attempts']} attempts "
                         f"(acceptance {v['acceptance_rate']:.2%})" for k, v in short.items())
-        hint = f"lower threshold (lambda={threshold}) or raise max_attempts" if threshold > 0 else "raise max_attempts"
-        msg = f"selective augmentation hit max_attempts: {msg}; {hint}"
-        if on_cap == 'raise': raise QuotaError(msg)
+        hint = (f"lower threshold (lambda={s.threshold}) or raise attempts_per_image" if s.threshold > 0
+                else "raise attempts_per_image")
+        msg = f"selective augmentation hit its cap of {s.attempts_per_image:g} attempts per image: {msg}; {hint}"
+        if s.on_cap == 'raise': raise QuotaError(msg)
         warnings.warn(msg)
     res = _net_attr(G, 'img_resolution')
     img = torch.cat(images) if images else torch.zeros(0, 3, res, res, dtype=torch.uint8)
     return img, (torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)), report
+
+def sample_images(G: nn.Module, # conditional generator (G_ema)
+                  D: nn.Module | None, # its discriminator (the class head); only read when `sampling.selective`
+                  sampling: SampleConfig, # what to draw
+                  *, batch_size: int = 64, progress: bool = False,
+                 ) -> tuple: # (uint8 images [M, 3, H, W], int64 labels [M], report dict or None)
+    "The images `sampling` asks for: `selective_generate` under SA, else `n_per_class` plain draws per class."
+    if sampling.selective: return selective_generate(G, D, sampling, batch_size=batch_size, progress=progress)
+    labels = torch.cat([torch.full((q,), c, dtype=torch.int64) for c, q in enumerate(_quota(sampling, _net_attr(G, 'c_dim')))])
+    img = generate(G, labels, seed=sampling.seed, batch_size=batch_size, tau=sampling.tau, trunc_mode=sampling.trunc_mode,
+                   progress=progress)
+    return img, labels, None
+
+def scenario_sampling(scenario, # a `losses.Scenario` (it carries its own `SampleConfig`)
+                      sampling: SampleConfig | None = None, # override of the SA setting; None: the scenario's own
+                      **changes, # fields to set on the result, e.g. n_per_class=500
+                     ) -> SampleConfig:
+    "The sampling of a scenario: its own, or `sampling` when it selects and `sampling.plain()` when it does not."
+    if sampling is not None: s = sampling if scenario.selective else sampling.plain()
+    else: s = scenario.sampling
+    return replace(s, **changes)
 
 # %% ../nbs/09_sample.ipynb #75bf4838
 SNAPSHOT_KEYS = ('G_ema', 'D', 'G_kwargs', 'D_kwargs')
@@ -286,16 +351,8 @@ def write_synthetic(images, # uint8 [N, 3, 96, 96]
 # %% ../nbs/09_sample.ipynb #263fce3c
 def synthesize(snapshot, # network-snapshot-*.pt
                out_dir, # folder of the synthetic set
-               n_per_class, # images per class: an int, a list or a dict
-               *, selective: bool = True, # select with the class head (SA)
-               tau: float | None = 0.7, # truncation value
-               threshold: float = 0.6, # lambda (SA only)
-               seed: int = 0, # latent seed
-               batch_size: int = 64, # images per forward pass
-               max_attempts=None, # SA cap per class (see `selective_generate`)
-               on_cap: str = 'raise', # when the cap is hit: 'raise' a QuotaError or 'warn' and keep what was accepted
-               trunc_mode: str = 'resample', # see `truncated_normal`
-               rule: str = 'label', # see `select_mask`
+               sampling: SampleConfig, # amount, truncation, SA or not, cap and seed
+               *, batch_size: int = 64, # images per forward pass
                split: str = 'train', # split name of the written set
                png: bool = False, # also write PNG folders
                resize: bool = True, # upsample a lower-resolution generator's images to 96 px (recorded)
@@ -303,18 +360,19 @@ def synthesize(snapshot, # network-snapshot-*.pt
                progress: bool = True, # tqdm bars
                overwrite: bool = True, # replace an existing set in `out_dir`; False refuses it before any work
               ) -> dict: # the manifest
-    "Generate a synthetic set from a snapshot (truncation, optional SA) and write it with its manifest."
+    "Generate a synthetic set from a snapshot (`sample_images`) and write it with its manifest."
     _check_out_dir(Path(out_dir), split, overwrite)  # every argument is checked before the networks run
-    truncated_normal((0, 1), tau, mode=trunc_mode)
-    if selective: select_mask(torch.ones(1, 2) / 2, [0], threshold, rule)
-    if on_cap not in ('raise', 'warn'): raise ConfigError(f"on_cap: expected 'raise' or 'warn', got {on_cap!r}")
     if not isinstance(batch_size, int) or batch_size < 1: raise ConfigError(f"batch_size: must be a positive int, got {batch_size!r}")
     G, D, config = load_snapshot(snapshot, device)
-    n = sum(_per_class(n_per_class, G.c_dim, 'n_per_class'))
+    n = sum(_quota(sampling, G.c_dim))
     check_free_space(Path(out_dir), int(n * np.prod(IMG_SHAPE) * 1.05) + (1 << 20))  # a full disk fails before generating
-    try: return _synthesize(snapshot, G, D, config, out_dir, n_per_class, selective, tau, threshold, seed, batch_size,
-                            max_attempts, on_cap, trunc_mode, rule, split, png, resize, progress)
+    try: images, labels, report = sample_images(G, D, sampling, batch_size=batch_size, progress=progress)
     except NonFiniteOutputError as e: raise CheckpointError(f"{snapshot}: {e}") from None
+    acceptance = {k: v['acceptance_rate'] for k, v in report['classes'].items()} if report else None
+    manifest = dict(snapshot=str(Path(snapshot).resolve()), snapshot_sha256=file_sha256(snapshot),
+                    scenario=config.get('scenario'), sampling=sampling.to_dict(), acceptance_rate=acceptance, report=report)
+    write_synthetic(images, labels, out_dir, split=split, manifest=manifest, png=png, resize=resize)
+    return json.loads((Path(out_dir) / MANIFEST).read_text())
 
 def _check_out_dir(out: Path, split: str, overwrite: bool):
     "`ConfigError` when `out` is a file, cannot be written, or (without `overwrite`) already holds a set."
@@ -324,22 +382,3 @@ def _check_out_dir(out: Path, split: str, overwrite: bool):
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK): raise ConfigError(f"{p}: output folder is not writable")
     if not overwrite and ((out / MANIFEST).exists() or any((out / 'pcam').glob(f'*_split_{split}_*.h5'))):
         raise ConfigError(f"{out}: already holds a synthetic set (pass --overwrite / overwrite=True to replace it)")
-
-def _synthesize(snapshot, G, D, config, out_dir, n_per_class, selective, tau, threshold, seed, batch_size,
-                max_attempts, on_cap, trunc_mode, rule, split, png, resize, progress) -> dict:
-    if selective:
-        images, labels, report = selective_generate(G, D, n_per_class, tau=tau, threshold=threshold, seed=seed,
-                                                    max_attempts=max_attempts, on_cap=on_cap, batch_size=batch_size,
-                                                    trunc_mode=trunc_mode, rule=rule, progress=progress)
-        acceptance = {k: v['acceptance_rate'] for k, v in report['classes'].items()}
-    else:
-        quota = _per_class(n_per_class, G.c_dim, 'n_per_class')
-        labels = torch.cat([torch.full((q,), c, dtype=torch.int64) for c, q in enumerate(quota)])
-        images = generate(G, labels, seed=seed, batch_size=batch_size, tau=tau, trunc_mode=trunc_mode, progress=progress)
-        report, acceptance = None, None
-    manifest = dict(snapshot=str(Path(snapshot).resolve()), snapshot_sha256=file_sha256(snapshot),
-                    scenario=config.get('scenario'), selective=selective, seed=seed, tau=tau, trunc_mode=trunc_mode,
-                    threshold=threshold if selective else None, rule=rule if selective else None,
-                    acceptance_rate=acceptance, report=report)
-    write_synthetic(images, labels, out_dir, split=split, manifest=manifest, png=png, resize=resize)
-    return json.loads((Path(out_dir) / MANIFEST).read_text())

@@ -6,7 +6,7 @@ Docs: https://hvitgan.github.io/hvitgan/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #25b5f729
 from __future__ import annotations
-import copy, functools, json, os, re, sys, time, warnings
+import copy, functools, inspect, json, os, re, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import hvitgan
 from .core import (HvitganError, DataError, ConfigError, CheckpointError, Stats, append_jsonl, atomic_save, atomic_write,
                           from_uint8, get_rank, get_world_size, make_generator, safe_load, sample_root, save_image_grid, seed_all)
 from .data import InfiniteSampler, balanced_subset, open_pcam, resize_patches
-from .networks import build_D, build_G
+from .networks import CONV_SIZES, NETWORK_CLASSES, build_D, build_G
 from .losses import HViTGANLoss, get_scenario, make_loss_weights
 from .diffaug import LABEL_SAFE_POLICY, diff_augment, parse_policy
 from .config import TrainConfig, check_resume_compatible, make_config, network_kwargs
@@ -103,11 +103,21 @@ class RealBatches:
         return img, torch.as_tensor(c).to(self.device, non_blocking=True).long()  # pinned when on a GPU
 
 # %% ../nbs/08_train.ipynb #03366452
+def _check_network_kwargs(cfg: TrainConfig):
+    "`ConfigError` naming any key of `G_kwargs` / `D_kwargs` that the network classes of `cfg.net_size` do not take."
+    conv = cfg.net_size in CONV_SIZES
+    for field, kw, cls in (('G_kwargs', cfg.G_kwargs, 'ConvGenerator' if conv else 'Generator'),
+                           ('D_kwargs', cfg.D_kwargs, 'ConvDiscriminator' if conv else 'Discriminator')):
+        known = set(inspect.signature(NETWORK_CLASSES[cls]).parameters)
+        unknown = sorted(set(kw) - known)
+        if unknown: raise ConfigError(f"config key '{field}': {cls} takes no {', '.join(map(repr, unknown))}; it takes {', '.join(sorted(known))}")
+
 def build_networks(cfg: TrainConfig, device='cpu'):
-    "G, D built from the config's size name and overrides; `ConfigError` when the sizes do not fit together."
+    "G, D built from the config's size name and overrides; `ConfigError` for an unknown keyword or sizes that do not fit."
+    _check_network_kwargs(cfg)
     G_kw, D_kw = network_kwargs(cfg)
     try: G, D = build_G(**G_kw), build_D(**D_kw)
-    except (AssertionError, ValueError, TypeError, KeyError) as e:
+    except (AssertionError, ValueError) as e:  # the networks' own size checks; any other exception is a bug and propagates
         raise ConfigError(f"cannot build the networks from net_size={cfg.net_size!r}, img_resolution={cfg.img_resolution}, "
                           f"G_kwargs={cfg.G_kwargs}, D_kwargs={cfg.D_kwargs}: {e}") from None
     return G.to(device), D.to(device)
@@ -428,11 +438,10 @@ def _grid_latents(cfg: TrainConfig, z_dim: int, c_dim: int):
     c = torch.arange(c_dim).repeat_interleave(cfg.grid_per_class)
     return torch.randn(len(c), z_dim, generator=make_generator(cfg.seed + 7919)), c
 
-@torch.no_grad()
 def _save_grid(G_ema, z, c, path, nrow, batch=32):
-    device = next(G_ema.parameters()).device
-    img = torch.cat([G_ema(z[i:i + batch].to(device), c[i:i + batch].to(device)).float().cpu() for i in range(0, len(z), batch)])
-    save_image_grid(img.clamp(-1, 1), path, nrow=nrow)
+    "The fixed-latent image grid of `G_ema`, through `sample.generate_from` (uint8, clamped)."
+    from hvitgan.sample import generate_from
+    save_image_grid(generate_from(G_ema, z, c, batch_size=batch), path, nrow=nrow)
 
 def _real_grid(dataset, cfg: TrainConfig, c_dim: int, path):
     labels = np.asarray(dataset.labels)

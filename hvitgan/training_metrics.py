@@ -6,27 +6,28 @@ Docs: https://hvitgan.github.io/hvitgan/training_metrics.html.md"""
 
 # %% ../nbs/10a_training_metrics.ipynb #90e33069
 from __future__ import annotations
-import functools, hashlib, json, time
-from dataclasses import dataclass, field
+import functools, hashlib, json, re, time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core import ConfigError, atomic_write, from_uint8, make_generator
-from .data import balanced_subset, open_pcam, resize_patches, split_valid
+from .core import ConfigError, DataError, atomic_write, from_uint8, make_generator
+from .data import make_splits, open_pcam, resize_patches
+from .losses import get_scenario
 from .metrics import (FIDStats, classification_metrics, dataset_batches, dataset_fingerprint, generate_for_fid,
                              inception_features, load_fid_inception)
 from .sample import _device, load_snapshot, select_mask, truncated_normal
 
 # %% auto #0
-__all__ = ['SPLIT_SEED', 'SA_TAU', 'SA_THRESHOLD', 'METRICS', 'MetricContext', 'metric_context', 'MetricResult', 'Metric',
+__all__ = ['SPLIT_SEED', 'SA_SAMPLING', 'METRICS', 'PICKS', 'MetricContext', 'metric_context', 'MetricResult', 'Metric',
            'register_metric', 'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric',
-           'plot_metric_curves']
+           'plot_metric_curves', 'Snapshots', 'fid_of_snapshots']
 
 # %% ../nbs/10a_training_metrics.ipynb #91f462a2
-SPLIT_SEED = 0  # seed of the selection / test halves of valid (the same halves as Table 1 and the demo)
-SA_TAU, SA_THRESHOLD = 0.7, 0.6  # truncation and selection threshold of Sec. 2.3
+SPLIT_SEED = 0  # seed of `make_splits` (the same selection / test halves as Table 1 and the demo)
+SA_SAMPLING = replace(get_scenario('g').sampling, seed=SPLIT_SEED + 1)  # panel (g)'s tau, lambda and rule; its own latents
 
 @dataclass
 class MetricContext:
@@ -37,6 +38,7 @@ class MetricContext:
     data_id: str                 # identity of the data, resolution and view (the FID cache key)
     bf16: bool = True            # FID features under bf16 autocast (both sides, the floor included)
     cache_dir: Path | None = None  # folder of cached FID reference statistics; None: no cache
+    splits: dict = field(default_factory=dict)  # `Splits.to_dict()` of the images above (seed, sizes, class counts)
     _memo: dict = field(default_factory=dict, repr=False)  # loaded feature network, reference stats, floor
 
     @property
@@ -49,14 +51,13 @@ def metric_context(root,                 # PCam folder or HDF5 root with 'train'
                    *, bf16: bool = True, cache_dir=None, seed: int = SPLIT_SEED) -> MetricContext:
     "Load the selection-half and train images the metrics need, once, at the training resolution."
     valid, train = open_pcam(root, 'valid'), open_pcam(root, 'train')
-    sel, _ = split_valid(valid.labels, seed)
-    n = min(n, len(sel))
-    sel = sel[balanced_subset(np.asarray(valid.labels)[sel], n, seed)]
-    tr = balanced_subset(train.labels, n, seed)
+    n = min(n, len(make_splits(train.labels, valid.labels, seed=seed).sel))
+    splits = make_splits(train.labels, valid.labels, n_train=n, n_sel=n, seed=seed)
+    sel, tr = splits.sel, splits.train
     load = lambda ds, idx: torch.cat([resize_patches(b, res, resize) for b in dataset_batches(ds, idx, 256)])
     data_id = f"{dataset_fingerprint(valid)}-{dataset_fingerprint(train)}-n{n}-seed{seed}-{res}px-{resize}-{'bf16' if bf16 else 'fp32'}"
     return MetricContext(load(valid, sel), torch.as_tensor(np.asarray(valid.labels)[sel], dtype=torch.int64), load(train, tr),
-                         data_id, bf16, None if cache_dir is None else Path(cache_dir))
+                         data_id, bf16, None if cache_dir is None else Path(cache_dir), splits.to_dict())
 
 # %% ../nbs/10a_training_metrics.ipynb #f07dbc4b
 class MetricResult(float):
@@ -133,18 +134,18 @@ def auc(ctx: MetricContext, G=None, D=None) -> MetricResult:
 
 @register_metric('sa', higher_is_better=True)
 def sa(ctx: MetricContext, G, D) -> MetricResult:
-    "Selective augmentation's acceptance per class at tau 0.7 and lambda 0.6 (n draws in all); the value is the lowest."
-    c_dim, z_dim, device = G.c_dim, G.z_dim, _device(G)
+    "Selective augmentation's acceptance per class at the tau and lambda of panel (g) (n draws in all); the value is the lowest."
+    s, c_dim, z_dim, device = SA_SAMPLING, G.c_dim, G.z_dim, _device(G)
     labels = torch.arange(ctx.n) % c_dim
-    z = truncated_normal((ctx.n, z_dim), SA_TAU, make_generator(SPLIT_SEED + 1))
+    z = truncated_normal((ctx.n, z_dim), s.tau, make_generator(s.seed), mode=s.trunc_mode)
     keep = []
     with torch.no_grad():
         for zb, cb in zip(z.split(256), labels.split(256)):
             img = G(zb.to(device), cb.to(device)).clamp(-1, 1)
-            keep.append(select_mask(D.predict_proba(img), cb.to(device), threshold=SA_THRESHOLD).cpu())
+            keep.append(select_mask(D.predict_proba(img), cb.to(device), s.threshold, s.rule).cpu())
     keep = torch.cat(keep)
     rates = {f'acceptance_{k}': float(keep[labels == k].float().mean()) for k in range(c_dim)}
-    return MetricResult(min(rates.values()), **rates, tau=SA_TAU, threshold=SA_THRESHOLD, n=ctx.n)
+    return MetricResult(min(rates.values()), **rates, tau=s.tau, threshold=s.threshold, n=ctx.n)
 
 # %% ../nbs/10a_training_metrics.ipynb #5866646a
 def metric_fns(names: str, ctx: MetricContext) -> dict:
@@ -192,3 +193,83 @@ def plot_metric_curves(runs: dict,  # label -> run directory
     if path is not None:
         with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80)
     return fig
+
+# %% ../nbs/10a_training_metrics.ipynb #04cad263
+_SNAP_RE = re.compile(r'^network-snapshot-(\d{6,})\.pt$')
+PICKS = ('newest', 'best:<metric>', 'at:<fraction>')
+
+@dataclass(frozen=True)
+class Snapshots:
+    "The network snapshots of a run directory, oldest first, and the ways to pick one."
+    run_dir: Path
+    paths: tuple  # network-snapshot-<kimg>.pt files, oldest first
+
+    @classmethod
+    def of(cls, run_dir) -> 'Snapshots':
+        "The snapshots of `run_dir`; `DataError` when it holds none."
+        run_dir = Path(run_dir)
+        found = [p for p in run_dir.iterdir() if _SNAP_RE.match(p.name)] if run_dir.is_dir() else []
+        if not found: raise DataError(f"{run_dir}: no network-snapshot-*.pt (has the training run written a snapshot yet?)")
+        return cls(run_dir, tuple(sorted(found, key=cls.kimg)))
+
+    @staticmethod
+    def kimg(path) -> int: return int(_SNAP_RE.match(Path(path).name)[1])
+
+    def newest(self) -> Path: return self.paths[-1]
+
+    def at_fraction(self, f: float) -> Path:
+        "The snapshot whose kimg is nearest to `f` times the newest one's (the later on a tie)."
+        if not 0 <= f <= 1: raise ConfigError(f"at: the fraction of training must lie in [0, 1], got {f}")
+        last = self.kimg(self.paths[-1])
+        return min(self.paths, key=lambda p: (abs(self.kimg(p) - f * last), -self.kimg(p)))
+
+    def best(self, metric: str) -> Path:
+        "The snapshot with the best `metric-<metric>.jsonl` record; `DataError` when the metric was never recorded."
+        parse_metrics(metric)
+        recs = [r for r in read_metric(self.run_dir, metric) if 'snapshot' in r]
+        if not recs:
+            have = sorted(p.stem[len('metric-'):] for p in self.run_dir.glob('metric-*.jsonl'))
+            raise DataError(f"{self.run_dir}: metric {metric!r} was never recorded (no records in metric-{metric}.jsonl; "
+                            f"recorded: {', '.join(have) or 'none'}); train with metrics='{metric}', or pick 'newest' or 'at:<fraction>'")
+        sign = -1 if METRICS[metric].higher_is_better else 1
+        rec = min(recs, key=lambda r: sign * r['value'])  # the first of equal values
+        path = self.run_dir / rec['snapshot']
+        if not path.is_file(): raise DataError(f"{path}: the best {metric} snapshot is recorded but missing")
+        return path
+
+    @classmethod
+    def resolve(cls, path, how: str = 'newest') -> Path:
+        "`path` itself when it is a snapshot file, else the snapshot `how` picks in the run directory `path`."
+        path = Path(path)
+        if path.is_file(): return path
+        if not path.exists(): raise DataError(f"{path}: no such snapshot file or run directory")
+        return cls.of(path).pick(how)
+
+    def pick(self, how: str) -> Path:
+        "'newest', 'best:<metric>' or 'at:<fraction>'; `ConfigError` naming the forms otherwise."
+        kind, _, arg = str(how).partition(':')
+        if kind == 'newest' and not arg: return self.newest()
+        if kind == 'best' and arg: return self.best(arg)
+        if kind == 'at':
+            try: return self.at_fraction(float(arg))
+            except ValueError: pass
+        raise ConfigError(f"snapshot choice {how!r}: expected one of {', '.join(PICKS)}")
+
+# %% ../nbs/10a_training_metrics.ipynb #dda3b617
+def fid_of_snapshots(snapshots, # network-snapshot-*.pt paths
+                     data, # PCam folder or HDF5 root
+                     *, split: str = 'valid', # real split of the reference statistics
+                     n: int = 1000, # generated images per snapshot
+                     cache_dir=None, # folder of cached reference statistics; None: no cache
+                     device='cpu', # where G and the Inception network run
+                     progress: bool = False) -> dict:
+    "FID of each snapshot against the whole `split` of `data`, and the best snapshot: dict(reference, scores, best)."
+    from hvitgan.metrics import fid_metric, reference_stats
+    if not snapshots: raise ConfigError("snapshots: no snapshot to score")
+    t0, net = time.time(), load_fid_inception(device=device)[0]
+    ref = reference_stats(open_pcam(data, split), cache_dir, net=net, progress=progress)
+    fid_fn = fid_metric(ref, n_images=n, net=net, progress=progress)
+    scores = {str(p): fid_fn(load_snapshot(p, device)[0]).as_dict() for p in snapshots}
+    best = min(scores, key=lambda k: scores[k]['fid'])
+    return dict(reference=dict(data=str(data), split=split, source=net.source), n_generated=n, scores=scores, best=best,
+                seconds=round(time.time() - t0, 1))

@@ -15,7 +15,7 @@ from hvitgan.core import CheckpointError, ConfigError, DataError, HvitganError, 
 from hvitgan.data import PCamFolder, make_fake_pcam, write_pcam_h5
 from hvitgan.discriminator import build_discriminator
 from hvitgan.generator import build_generator
-from hvitgan.sample import MANIFEST, NonFiniteOutputError, generate, load_snapshot, selective_generate, synthesize, write_synthetic
+from hvitgan.sample import MANIFEST, NonFiniteOutputError, SampleConfig, generate, load_snapshot, selective_generate, synthesize, write_synthetic
 from hvitgan.train import find_states, load_training_state, training_loop
 
 torch.set_num_threads(1)
@@ -172,7 +172,8 @@ def test_nonfinite_generator_output_is_refused_naming_the_snapshot(snapshot, tmp
     monkeypatch.setattr(generator.Generator, 'forward', lambda self, z, c: torch.full((len(z), 3, 32, 32), float('inf')))
     for selective in (False, True):
         with pytest.raises(CheckpointError, match='network-snapshot-000000.pt: the generator'):
-            synthesize(snapshot[0], tmp_path / 'set', 2, selective=selective, threshold=0.0, progress=False)
+            sa = SampleConfig(n_per_class=2, threshold=0.0)
+            synthesize(snapshot[0], tmp_path / 'set', sa if selective else sa.plain(), progress=False)
     assert not (tmp_path / 'set' / MANIFEST).exists()
 
 def test_nonfinite_class_head_is_refused_not_blamed_on_the_threshold():
@@ -182,7 +183,7 @@ def test_nonfinite_class_head_is_refused_not_blamed_on_the_threshold():
     class D(torch.nn.Module):
         def predict_proba(self, img): return torch.full((len(img), 2), float('nan'))
     with pytest.raises(NonFiniteOutputError, match='class head') as e:
-        selective_generate(G(), D(), 2, progress=False)
+        selective_generate(G(), D(), SampleConfig(n_per_class=2), progress=False)
     assert 'threshold' not in str(e.value)
 
 def test_nan_generator_output_refused_by_generate():
@@ -523,8 +524,8 @@ def test_quota_message_never_suggests_a_threshold_below_zero():
         def forward(self, z, c): return torch.zeros(len(z), 3, 4, 4)
     class D(torch.nn.Module):
         def predict_proba(self, img): return torch.tensor([[1., 0.]]).expand(len(img), 2)  # always class 0
-    with pytest.raises(QuotaError) as e: selective_generate(G(), D(), 2, threshold=0.0, max_attempts=4, progress=False)
-    assert 'lower threshold' not in str(e.value) and 'raise max_attempts' in str(e.value)
+    with pytest.raises(QuotaError) as e: selective_generate(G(), D(), SampleConfig(n_per_class=2, threshold=0.0, attempts_per_image=2), progress=False)
+    assert 'lower threshold' not in str(e.value) and 'raise attempts_per_image' in str(e.value)
 
 
 # --- defect 11: every argument before any work ----------------------------------------------------------------

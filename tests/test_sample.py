@@ -10,8 +10,8 @@ from hvitgan.core import CheckpointError, ConfigError, DataError, from_uint8, ma
 from hvitgan.data import PCamFolder, open_pcam
 from hvitgan.discriminator import build_discriminator
 from hvitgan.generator import build_generator
-from hvitgan.sample import (QuotaError, file_sha256, generate, load_snapshot, select_mask, selective_generate,
-                            synthesize, truncated_normal, write_synthetic)
+from hvitgan.sample import (QuotaError, SampleConfig, file_sha256, generate, load_snapshot, sample_images, select_mask,
+                            selective_generate, synthesize, truncated_normal, write_synthetic)
 
 torch.set_num_threads(1)
 Phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
@@ -118,6 +118,7 @@ def test_select_mask_rule():
 
 def test_select_mask_bad_threshold():
     with pytest.raises(ConfigError, match='threshold'): select_mask(torch.ones(1, 2) / 2, [0], 1.0)
+    with pytest.raises(ConfigError, match='SampleConfig.threshold'): SampleConfig(threshold=1.0)
 
 
 def test_select_mask_bad_rule():
@@ -125,7 +126,7 @@ def test_select_mask_bad_rule():
 
 
 def test_sa_acceptance_on_toy_classifier():
-    img, lab, rep = selective_generate(ToyG(), ToyD(), [1500, 1000], seed=0, batch_size=1024, progress=False)
+    img, lab, rep = selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=(1500, 1000)), batch_size=1024, progress=False)
     assert lab.bincount().tolist() == [1500, 1000] and rep['complete']
     expected = (Phi(0.7) - Phi(-0.1)) / (Phi(0.7) - Phi(-0.7))  # p_c > 0.6 <=> z0 beyond -/+0.1 (0.577)
     for k in '01': assert abs(rep['classes'][k]['acceptance_rate'] - expected) < 0.03  # sd ~0.01
@@ -133,37 +134,38 @@ def test_sa_acceptance_on_toy_classifier():
 
 
 def test_sa_higher_threshold_accepts_fewer():
-    _, _, r6 = selective_generate(ToyG(), ToyD(), 200, threshold=0.6, seed=0, progress=False)
-    _, _, r8 = selective_generate(ToyG(), ToyD(), 200, threshold=0.8, seed=0, progress=False)
+    _, _, r6 = selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=200, threshold=0.6), progress=False)
+    _, _, r8 = selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=200, threshold=0.8), progress=False)
     assert r8['classes']['0']['acceptance_rate'] < r6['classes']['0']['acceptance_rate']
 
 
 def test_sa_same_seed_same_images():
-    a = selective_generate(ToyG(), ToyD(), 50, seed=3, progress=False)
-    b = selective_generate(ToyG(), ToyD(), 50, seed=3, progress=False)
+    a = selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=50, seed=3), progress=False)
+    b = selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=50, seed=3), progress=False)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], selective_generate(ToyG(), ToyD(), 50, seed=4, progress=False)[0])
+    assert not torch.equal(a[0], selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=50, seed=4), progress=False)[0])
 
 
 def test_sa_cap_raises():
     with pytest.raises(QuotaError, match=r'class 0: \d+/100 accepted after 150 attempts'):
-        selective_generate(ToyG(), ToyD(), 100, threshold=0.95, max_attempts=150, progress=False)
+        selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=100, threshold=0.95, attempts_per_image=1.5), progress=False)
 
 
 def test_sa_cap_warns():
-    with pytest.warns(UserWarning, match='max_attempts'):
-        img, lab, rep = selective_generate(ToyG(), ToyD(), [10, 100], max_attempts=[1000, 30], on_cap='warn',
-                                           progress=False)
-    assert not rep['complete'] and rep['classes']['1']['attempts'] == 30 and (lab == 0).sum() == 10
+    with pytest.warns(UserWarning, match='attempts per image'):
+        img, lab, rep = selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=(10, 100), attempts_per_image=1.2,
+                                                                        on_cap='warn'), progress=False)
+    assert not rep['complete'] and rep['classes']['1']['attempts'] == 120 and rep['sampling']['on_cap'] == 'warn'
+    assert lab.bincount(minlength=2).tolist() == [rep['classes'][k]['accepted'] for k in '01']
 
 
 def test_sa_bad_quota():
-    with pytest.raises(ConfigError, match='n_per_class'): selective_generate(ToyG(), ToyD(), [1, 2, 3], progress=False)
+    with pytest.raises(ConfigError, match='n_per_class'): selective_generate(ToyG(), ToyD(), SampleConfig(n_per_class=(1, 2, 3)), progress=False)
 
 
 def test_sa_with_real_networks(tiny_snapshot):
     _, _, G, D = tiny_snapshot
-    img, lab, rep = selective_generate(G, D, 3, threshold=0.0, rule='max', seed=0, batch_size=8, progress=False)
+    img, lab, rep = selective_generate(G, D, SampleConfig(n_per_class=3, threshold=0.0, rule='max'), batch_size=8, progress=False)
     assert img.shape == (6, 3, 32, 32) and lab.tolist() == [0, 0, 0, 1, 1, 1]
     assert rep['classes']['0']['acceptance_rate'] == 1.0  # everything passes max p > 0
     p = D.predict_proba(from_uint8(img))  # the label rule at lambda = 0 keeps exactly the argmax == label images
@@ -274,12 +276,12 @@ def test_synthesize_from_snapshot(tmp_path):
     path = tmp_path / 'network-snapshot-000004.pt'
     torch.save(dict(G_ema=G.state_dict(), D=D.state_dict(), G_kwargs=G.init_kwargs, D_kwargs=D.init_kwargs,
                     config={'scenario': 'g'}, cur_nimg=4000, version='test'), path)
-    m = synthesize(path, tmp_path / 'sa', 2, threshold=0.0, rule='max', seed=0, batch_size=4, progress=False)  # untrained head: keep any
-    assert m['snapshot_sha256'] == file_sha256(path) and m['scenario'] == 'g' and m['tau'] == 0.7
+    m = synthesize(path, tmp_path / 'sa', SampleConfig(n_per_class=2, threshold=0.0, rule='max'), batch_size=4, progress=False)  # untrained head: keep any
+    assert m['snapshot_sha256'] == file_sha256(path) and m['scenario'] == 'g' and m['sampling']['tau'] == 0.7
     assert set(m['acceptance_rate']) == {'0', '1'} and m['splits']['train']['counts'] == {'0': 2, '1': 2}
     assert open_pcam(tmp_path / 'sa', 'train').labels.tolist() == [0, 0, 1, 1]
-    m2 = synthesize(path, tmp_path / 'plain', [1, 2], selective=False, seed=0, progress=False)
-    assert m2['acceptance_rate'] is None and m2['splits']['train']['counts'] == {'0': 1, '1': 2}
+    m2 = synthesize(path, tmp_path / 'plain', SampleConfig(n_per_class=(1, 2)).plain(), progress=False)
+    assert m2['acceptance_rate'] is None and m2['sampling']['tau'] is None and m2['splits']['train']['counts'] == {'0': 1, '1': 2}
 
 
 def test_load_snapshot_written_by_training_code(tmp_path):
@@ -308,7 +310,21 @@ def test_write_synthetic_resize_lower_resolution(tmp_path):
 
 def test_synthesize_tiny_snapshot_is_resized(tiny_snapshot, tmp_path):
     path, _, _, _ = tiny_snapshot
-    m = synthesize(path, tmp_path / 'out', [2, 1], threshold=0.0, rule='max', batch_size=4, progress=False)
+    m = synthesize(path, tmp_path / 'out', SampleConfig(n_per_class=(2, 1), threshold=0.0, rule='max'), batch_size=4, progress=False)
     assert m['splits']['train']['resized_from'] == 32 and m['acceptance_rate'] == {'0': 1.0, '1': 1.0}
     with pytest.raises(DataError, match='96'):
-        synthesize(path, tmp_path / 'strict', 1, selective=False, resize=False, progress=False)
+        synthesize(path, tmp_path / 'strict', SampleConfig(n_per_class=1).plain(), resize=False, progress=False)
+
+
+def test_sample_config_round_trip_and_plain():
+    s = SampleConfig(n_per_class=[2, 3], tau=0.5, threshold=0.3, seed=9)
+    assert SampleConfig.from_dict(json.loads(json.dumps(s.to_dict()))) == s and s.n_per_class == (2, 3)
+    assert (s.plain().tau, s.plain().selective, s.plain().seed, s.plain().n_per_class) == (None, False, 9, (2, 3))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lam'\]"): SampleConfig.from_dict(dict(lam=0.6))
+
+
+def test_sample_images_plain_is_generate():
+    img, lab, rep = sample_images(ToyG(), None, SampleConfig(n_per_class=(3, 2), seed=5).plain())
+    assert rep is None and lab.tolist() == [0, 0, 0, 1, 1]
+    assert torch.equal(img, generate(ToyG(), lab, seed=5))
+    with pytest.raises(ConfigError, match='selective is False'): selective_generate(ToyG(), ToyD(), SampleConfig().plain())
