@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .core import CheckpointError, ConfigError, from_uint8, make_generator, safe_load, seed_all
 from .data import label_safe_augment, open_pcam
 from .discriminator import build_discriminator
-from .metrics import classification_metrics, format_mean_std, summarize
+from .scores import classification_metrics, format_mean_std, summarize
 from .sample import load_snapshot
 
 # %% auto #0

@@ -250,7 +250,7 @@ def fig3(images: dict, # scenario letter -> (uint8 images, labels), from `scenar
          seed: int = 0) -> dict:
     "Draw the t-SNE panels of Fig. 3; return scenario letter -> silhouette score."
     import matplotlib.pyplot as plt
-    from hvitgan.metrics import silhouette, tsne_embed
+    from hvitgan.scores import silhouette, tsne_embed
     letters = sorted(images)
     ncols = min(4, max(len(letters), 1))
     nrows = -(-max(len(letters), 1) // ncols)

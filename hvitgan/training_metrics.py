@@ -15,14 +15,14 @@ import torch
 
 from .core import ConfigError, atomic_write, from_uint8, make_generator
 from .data import balanced_subset, open_pcam, resize_patches, split_valid
-from .metrics import (FIDStats, classification_metrics, dataset_batches, dataset_fingerprint, generate_for_fid,
-                             inception_features, load_fid_inception)
+from .fid import (FIDStats, dataset_batches, dataset_fingerprint, generate_for_fid, inception_features,
+                         load_fid_inception)
 from .sample import _device, load_snapshot, select_mask, truncated_normal
+from .scores import MetricResult, classification_metrics
 
 # %% auto #0
-__all__ = ['SPLIT_SEED', 'SA_TAU', 'SA_THRESHOLD', 'METRICS', 'MetricContext', 'metric_context', 'MetricResult', 'Metric',
-           'register_metric', 'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric',
-           'plot_metric_curves']
+__all__ = ['SPLIT_SEED', 'SA_TAU', 'SA_THRESHOLD', 'METRICS', 'MetricContext', 'metric_context', 'Metric', 'register_metric',
+           'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric', 'plot_metric_curves']
 
 # %% ../nbs/10a_training_metrics.ipynb #91f462a2
 SPLIT_SEED = 0  # seed of the selection / test halves of valid (the same halves as Table 1 and the demo)
@@ -59,14 +59,6 @@ def metric_context(root,                 # PCam folder or HDF5 root with 'train'
                          data_id, bf16, None if cache_dir is None else Path(cache_dir))
 
 # %% ../nbs/10a_training_metrics.ipynb #f07dbc4b
-class MetricResult(float):
-    "A metric value (a float) with the fields logged beside it (`as_dict`)."
-    def __new__(cls, value, **fields):
-        self = super().__new__(cls, value)
-        self.fields = fields
-        return self
-    def as_dict(self) -> dict: return dict(self.fields)
-
 @dataclass(frozen=True)
 class Metric:
     "A registered training-time metric."

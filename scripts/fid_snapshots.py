@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hvitgan.core import atomic_write, sample_root
 from hvitgan.data import open_pcam
-from hvitgan.metrics import fid_metric, load_fid_inception, reference_stats
+from hvitgan.fid import fid_metric, load_fid_inception, reference_stats
 from hvitgan.sample import load_snapshot
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from hvitgan.core import sample_root
 from hvitgan.data import open_pcam
 from hvitgan.experiments import fig2, fig3, scenario_images
-from hvitgan.metrics import inception_features, load_fid_inception
+from hvitgan.fid import inception_features, load_fid_inception
 
 
 def main():

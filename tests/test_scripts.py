@@ -6,7 +6,7 @@ import pytest
 
 from hvitgan.core import project_root
 from hvitgan.data import make_fake_pcam
-from hvitgan.metrics import FIDWeightsError, resolve_fid_weights
+from hvitgan.fid import FIDWeightsError, resolve_fid_weights
 
 ROOT = project_root()
 
