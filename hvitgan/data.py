@@ -459,7 +459,7 @@ def balanced_subset(labels,    # [N] class labels
 def split_valid(labels,    # [N] class labels of the valid split
                 seed: int, # seed of the split
                ) -> tuple[np.ndarray, np.ndarray]:
-    "Seeded class-stratified halves `(sel_idx, test_idx)` of `labels` (model-spec 6.5)."
+    "Seeded class-stratified halves `(sel_idx, test_idx)` of `labels`."
     labels = np.asarray(labels)
     g, sel, test = make_generator(seed), [], []
     for c in np.unique(labels):
