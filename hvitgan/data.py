@@ -23,8 +23,7 @@ from .core import DataError, atomic_write, from_uint8, make_generator, sample_ro
 __all__ = ['SPLITS', 'SPLIT_ALIASES', 'PCAM_SIZES', 'IMG_SHAPE', 'CENTRE', 'CSV_FIELDS', 'ROW_BYTES', 'IMG_EXTS', 'PAPER_SUBSET',
            'PCAM_URL', 'PCAM_GZ_MD5', 'canonical_split', 'pcam_filenames', 'write_pcam_h5', 'make_fake_pcam',
            'find_pcam_h5', 'PCamDataset', 'PCamH5', 'PCamFolder', 'open_pcam', 'convert_to_h5', 'balanced_subset',
-           'split_valid', 'resize_patches', 'ResizedPatches', 'InfiniteSampler', 'make_loader', 'label_safe_augment',
-           'LabelSafeAugment', 'download_pcam']
+           'split_valid', 'resize_patches', 'ResizedPatches', 'InfiniteSampler', 'make_loader', 'download_pcam']
 
 # %% ../nbs/01_data.ipynb #f896cb98
 SPLITS = ('train', 'valid', 'test')
@@ -539,31 +538,6 @@ def make_loader(dataset,                 # a PCam dataset (or Subset of one)
     sampler = InfiniteSampler(len(dataset), seed, start_idx, shuffle, rank, world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
-
-# %% ../nbs/01_data.ipynb #f8a36a1e
-def label_safe_augment(x: torch.Tensor,                       # [N, C, H, W] images, H == W, uint8 or float
-                       generator: torch.Generator | None = None, # CPU generator of the draws
-                      ) -> torch.Tensor:
-    "Apply a random flip and 90-degree rotation (one of the 8 symmetries of the square) to each image of `x`."
-    n, _, h, w = x.shape
-    if h != w: raise DataError(f"label_safe_augment: images must be square, got {h}x{w}")
-    k = torch.randint(0, 4, (n,), generator=generator).to(x.device)     # rotations by k * 90 degrees
-    f = torch.randint(0, 2, (n,), generator=generator).to(x.device)     # horizontal flip before rotating
-    out = x.clone()
-    for kk in range(4):
-        for ff in range(2):
-            m = (k == kk) & (f == ff)
-            if m.any():
-                t = x[m].flip(-1) if ff else x[m]
-                out[m] = torch.rot90(t, kk, dims=(-2, -1))
-    return out
-
-class LabelSafeAugment:
-    "`label_safe_augment` with its own seeded generator; `state_dict()` / `load_state_dict()` for exact resume."
-    def __init__(self, seed: int = 0): self.generator = make_generator(seed)
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: return label_safe_augment(x, self.generator)
-    def state_dict(self) -> dict: return {'generator': self.generator.get_state()}
-    def load_state_dict(self, state: dict): self.generator.set_state(state['generator'])
 
 # %% ../nbs/01_data.ipynb #cf23e799
 PCAM_URL = "https://zenodo.org/records/2546921/files"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .core import atomic_write, make_generator, to_uint8
+from .sample import _net_attr, generate
 from .scores import MetricError, MetricResult
 
 # %% auto #0
@@ -415,22 +416,9 @@ def reference_stats(dataset,                     # a dataset of (uint8 [3, H, W]
     return stats
 
 # %% ../nbs/10_fid.ipynb #d0793e3c
-def _net_attr(G, name):
-    v = getattr(G, name, None)
-    if v is None: v = getattr(G, 'init_kwargs', {}).get(name)
-    if v is None: raise MetricError(f"generator: has neither .{name} nor init_kwargs['{name}']")
-    return int(v)
-
 def generate_for_fid(G, n: int, seed: int = 0, batch_size: int = 64):
-    "Yield uint8 batches of `n` class-balanced, untruncated samples of `G(z, c)` (clamped to [-1, 1])."
-    z_dim, c_dim = _net_attr(G, 'z_dim'), _net_attr(G, 'c_dim')
-    device = next(G.parameters()).device
-    g = make_generator(seed)
-    labels = torch.arange(n) % c_dim
-    for s in range(0, n, batch_size):
-        c = labels[s:s + batch_size]
-        z = torch.randn(len(c), z_dim, generator=g)
-        yield to_uint8(G(z.to(device), c.to(device)).clamp(-1, 1))
+    "Yield uint8 batches of `n` class-balanced (c_i = i mod c_dim), untruncated samples of `G(z, c)` (`sample.generate`)."
+    yield from generate(G, torch.arange(n) % _net_attr(G, 'c_dim'), seed=seed, batch_size=batch_size).split(batch_size)
 
 def fid_metric(reference,                    # `FIDStats` or the path of a saved `.npz` (from `reference_stats`)
                n_images: int = 5000,         # generated images per evaluation

@@ -204,10 +204,11 @@ def test_fid_metric_refuses_other_weight_source():
         M.fid_metric(ref, n_images=8, net=tiny_feature_net())(_ToyG(0.), None)
 
 
-def test_fid_metric_generator_without_z_dim_raises():
+def test_fid_metric_generator_without_its_sizes_raises():
+    "A generator without z_dim / c_dim (attribute or init_kwargs) is a programming error: KeyError naming the key."
     ref = M.FIDStats.from_features(np.random.default_rng(0).normal(size=(10, 64)), tiny_feature_net().source)
     g = _ToyG(0.); g.init_kwargs = {}
-    with pytest.raises(M.MetricError, match='z_dim'): M.fid_metric(ref, n_images=8, net=tiny_feature_net())(g, None)
+    with pytest.raises(KeyError, match='c_dim'): M.fid_metric(ref, n_images=8, net=tiny_feature_net())(g, None)
 
 
 # --- weights lookup (no real weights needed) -----------------------------------------------------------------
