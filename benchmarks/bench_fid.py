@@ -4,8 +4,8 @@ both times and the speed-up.
 
 Two cases:
   real       statistics of 2048-d Inception features of N label-0 and N label-1 images of the PCam sample (singular
-             covariances when N < 2049); needs the sample and FID weights; cached in --cache by `hvitgan.metrics.sample_stats`
-             (shared with the notebook's slow cell; computed once, ~155 ms/image on 2 cores)
+             covariances when N < 2049); needs the sample and FID weights; cached in --cache by `hvitgan.fid.reference_stats`
+             under the data ids of `nbs/10_fid.ipynb`'s slow cell (shared with it; computed once, ~155 ms/image on 2 cores)
   full-rank  2048-d synthetic correlated features, 4096 per set (full-rank covariances: the worst case for the eigen route)
 
 usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_fid.py [--n 200] [--cache data/fid-cache] [--skip-real]
@@ -22,8 +22,11 @@ import numpy as np
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from hvitgan import metrics as M
+from hvitgan import fid as M
 from hvitgan.core import project_root, sample_root
+from hvitgan.data import open_pcam
+
+N_REAL = 200  # images per set, as in the notebook's real-data check
 
 
 def real_stats(n: int, cache_dir: Path):
@@ -33,9 +36,14 @@ def real_stats(n: int, cache_dir: Path):
     try: net, source = M.load_fid_inception()
     except M.FIDWeightsError as e: print(f'real: skipped ({str(e)[:100]}...)'); return None
     t0 = time.time()
-    st = M.sample_stats(root, cache_dir, net, n, progress=True)
-    print(f'real: statistics of 4 x {n} images ready in {time.time() - t0:.0f} s (cache {cache_dir})')
-    return st['label0'], st['label1']
+    ds = open_pcam(root, 'train')
+    def stats(label):  # the first n images of `label`, as the notebook's `sample_sets`
+        idx = np.flatnonzero(np.asarray(ds.labels) == label)[:n]
+        return M.reference_stats(torch.cat(list(M.dataset_batches(ds, idx))), cache_dir, net=net,
+                                 data_id=f'pcam-sample:label{label}:n{n}', progress=True)
+    st = stats(0), stats(1)
+    print(f'real: statistics of 2 x {n} images ready in {time.time() - t0:.0f} s (cache {cache_dir})')
+    return st
 
 
 def compare(name: str, m1, s1, m2, s2, n1: int, n2: int):
@@ -49,7 +57,7 @@ def compare(name: str, m1, s1, m2, s2, n1: int, n2: int):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--n', type=int, default=M.N_REAL, help='real images per set')
+    p.add_argument('--n', type=int, default=N_REAL, help='real images per set')
     p.add_argument('--cache', type=Path, default=project_root() / 'data' / 'fid-cache', help='statistics cache')
     p.add_argument('--full-rank-n', type=int, default=4096, help='synthetic features per set')
     p.add_argument('--skip-real', action='store_true')

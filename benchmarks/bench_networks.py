@@ -136,7 +136,7 @@ def bench_size(size: str, device, dtype, batch: int, iters: int, train_step: boo
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--sizes', nargs='+', default=['small', 'paper'], help="named sizes (hvitgan NETWORK_SIZES)")
+    p.add_argument('--sizes', nargs='+', default=['small', 'paper'], help="named sizes (hvitgan GENERATOR_SIZES / DISCRIMINATOR_SIZES)")
     p.add_argument('--batch', type=int, default=12, help="images per batch")
     p.add_argument('--iters', type=int, default=3, help="timed iterations (median reported) after one warm-up")
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

@@ -19,9 +19,10 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from tqdm import tqdm
 
 from .core import CheckpointError, ConfigError, from_uint8, make_generator, safe_load, seed_all
-from .data import label_safe_augment, open_pcam
+from .data import open_pcam
+from .diffaug import diff_augment
 from .discriminator import build_discriminator
-from .metrics import classification_metrics, format_mean_std, summarize
+from .scores import classification_metrics, format_mean_std, summarize
 from .sample import load_snapshot
 
 # %% auto #0
@@ -115,7 +116,7 @@ def build_classifier(name: str, # one of CLASSIFIERS
                      num_classes: int = 2, # K
                      pretrained_path=None, # optional state dict to load (shape-mismatched head tensors are skipped)
                      snapshot=None, # hvitgan_head only: network snapshot whose D to use
-                     size: str = 'paper', # hvitgan_head without snapshot: NETWORK_SIZES entry of the new D
+                     size: str = 'paper', # hvitgan_head without snapshot: DISCRIMINATOR_SIZES entry of the new D
                     ) -> nn.Module: # images [N, 3, H, W] in [-1, 1] -> logits [N, K]
     "A Table 1 classifier, randomly initialised (global torch seed) unless `snapshot`/`pretrained_path` is given."
     if name not in CLASSIFIERS: raise ConfigError(f"classifier: unknown name {name!r}; expected one of {CLASSIFIERS}")
@@ -238,7 +239,7 @@ def train_classifier(model: nn.Module, # from `build_classifier`
             lr = recipe.lr_at(step, total)
             for group in opt.param_groups: group['lr'] = lr
             x = from_uint8(x)  # [B, 3, H, W]
-            if recipe.augment: x = label_safe_augment(x, generator=g_aug)
+            if recipe.augment: x = diff_augment(x, 'flip,rotate', generator=g_aug)
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

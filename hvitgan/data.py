@@ -25,7 +25,7 @@ __all__ = ['SPLITS', 'SPLIT_ALIASES', 'PCAM_SIZES', 'IMG_SHAPE', 'CENTRE', 'CSV_
            'PCAM_URL', 'PCAM_GZ_MD5', 'canonical_split', 'pcam_filenames', 'write_pcam_h5', 'make_fake_pcam',
            'find_pcam_h5', 'PCamDataset', 'PCamH5', 'PCamFolder', 'open_pcam', 'convert_to_h5', 'balanced_subset',
            'split_valid', 'LabeledSubset', 'Splits', 'make_splits', 'resize_patches', 'ResizedPatches',
-           'InfiniteSampler', 'label_safe_augment', 'download_pcam']
+           'InfiniteSampler', 'download_pcam']
 
 # %% ../nbs/01_data.ipynb #f896cb98
 SPLITS = ('train', 'valid', 'test')
@@ -569,24 +569,6 @@ class InfiniteSampler(Sampler):
             if p // self.n != e: e = p // self.n; perm = self._epoch(e)
             yield int(perm[p % self.n])
             p += 1
-
-# %% ../nbs/01_data.ipynb #f8a36a1e
-def label_safe_augment(x: torch.Tensor,                       # [N, C, H, W] images, H == W, uint8 or float
-                       generator: torch.Generator | None = None, # CPU generator of the draws
-                      ) -> torch.Tensor:
-    "Apply a random flip and 90-degree rotation (one of the 8 symmetries of the square) to each image of `x`."
-    n, _, h, w = x.shape
-    if h != w: raise DataError(f"label_safe_augment: images must be square, got {h}x{w}")
-    k = torch.randint(0, 4, (n,), generator=generator).to(x.device)     # rotations by k * 90 degrees
-    f = torch.randint(0, 2, (n,), generator=generator).to(x.device)     # horizontal flip before rotating
-    out = x.clone()
-    for kk in range(4):
-        for ff in range(2):
-            m = (k == kk) & (f == ff)
-            if m.any():
-                t = x[m].flip(-1) if ff else x[m]
-                out[m] = torch.rot90(t, kk, dims=(-2, -1))
-    return out
 
 # %% ../nbs/01_data.ipynb #cf23e799
 PCAM_URL = "https://zenodo.org/records/2546921/files"

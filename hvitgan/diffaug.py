@@ -21,8 +21,9 @@ __all__ = ['AUGMENT_OPS', 'DEFAULT_POLICY', 'LABEL_SAFE_POLICY', 'color', 'trans
 def _device(generator, like): return generator.device if generator is not None else like.device
 
 def _rand(n, generator, like: torch.Tensor) -> torch.Tensor:
-    "U(0, 1) [N] from `generator`, in `like`'s device and dtype."
-    return torch.rand(n, generator=generator, device=_device(generator, like)).to(like.device, like.dtype)
+    "U(0, 1) [N] from `generator`, in `like`'s device and floating dtype (float32 for uint8 images)."
+    dtype = like.dtype if like.is_floating_point() else torch.float32
+    return torch.rand(n, generator=generator, device=_device(generator, like)).to(like.device, dtype)
 
 def _randn(n, generator, like: torch.Tensor) -> torch.Tensor:
     "N(0, 1) [N] from `generator`, in `like`'s device and dtype."

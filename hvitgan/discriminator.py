@@ -17,7 +17,7 @@ from .core import ConfigError, assert_shape
 from .generator import GENERATOR_SIZES, Generator, build_generator, forward_gflops, param_count
 
 # %% auto #0
-__all__ = ['DISCRIMINATOR_SIZES', 'NETWORK_SIZES', 'PatchEmbed', 'avg_pool_tokens', 'Discriminator', 'build_discriminator']
+__all__ = ['DISCRIMINATOR_SIZES', 'PatchEmbed', 'avg_pool_tokens', 'Discriminator', 'build_discriminator']
 
 # %% ../nbs/04_discriminator.ipynb #3912ef94
 class PatchEmbed(nn.Module):
@@ -143,8 +143,6 @@ DISCRIMINATOR_SIZES = {
                 windows=[None, None]),
     'tiny': dict(img_resolution=32, embed_dims=[32, 16, 16, 16], depths=[1, 1, 1, 1], heads=[2, 2, 2, 2]),
 }
-
-NETWORK_SIZES = {k: dict(G=GENERATOR_SIZES[k], D=DISCRIMINATOR_SIZES[k]) for k in GENERATOR_SIZES}
 
 def build_discriminator(size: str = 'paper',  # key of DISCRIMINATOR_SIZES: 'paper', 'small', 'cpu' or 'tiny'
                         **overrides,          # any Discriminator keyword, replacing the size's value

@@ -39,7 +39,7 @@ def fig3(images: dict, # scenario letter -> (uint8 images, labels), from `scenar
          seed: int = 0) -> dict:
     "Draw the t-SNE panels of Fig. 3; return scenario letter -> silhouette score."
     import matplotlib.pyplot as plt
-    from hvitgan.metrics import silhouette, tsne_embed
+    from hvitgan.scores import silhouette, tsne_embed
     letters = sorted(images)
     ncols = min(4, max(len(letters), 1))
     nrows = -(-max(len(letters), 1) // ncols)
@@ -110,7 +110,7 @@ def draw_figures(snapshots: dict, # training-run letter -> network snapshot
     res = dict(fig2=Path(f"{out}-fig2.png"), fig3=None, silhouette={})
     fig2(sources, res['fig2'], per_class=per_class)
     if tsne:
-        from hvitgan.metrics import inception_features, load_fid_inception
+        from hvitgan.fid import inception_features, load_fid_inception
         net = load_fid_inception(device=device)[0]
         images = scenario_images(snapshots, tsne_per_class, sampling=sampling, progress=progress)
         res['fig3'] = Path(f"{out}-fig3.png")

@@ -18,8 +18,8 @@ from .core import ConfigError, assert_shape
 
 # %% auto #0
 __all__ = ['GENERATOR_SIZES', 'MIN_LAST_WIDTH', 'MIN_HEAD_DIM', 'CAPACITY_EXEMPT', 'ConditionalLayerNorm', 'bicubic_upsample',
-           'pixel_upsample', 'GeneratorStage', 'label_onehot', 'Generator', 'check_capacity', 'build_generator',
-           'param_count', 'forward_gflops']
+           'pixel_upsample', 'GeneratorStage', 'label_onehot', 'generator_inputs', 'Generator', 'check_capacity',
+           'build_generator', 'param_count', 'forward_gflops']
 
 # %% ../nbs/03_generator.ipynb #f04ce818
 class ConditionalLayerNorm(nn.Module):
@@ -137,6 +137,12 @@ def label_onehot(c: torch.Tensor, c_dim: int, dtype) -> torch.Tensor:
     "One-hot labels [N, c_dim] by comparison with arange (F.one_hot checks its range on the host: a sync)."
     return (c.long()[:, None] == torch.arange(c_dim, device=c.device)).to(dtype)
 
+def generator_inputs(z: torch.Tensor, c: torch.Tensor, z_dim: int, c_dim: int) -> torch.Tensor:
+    "Check a generator's inputs, latents z [N, z_dim] and labels c [N]; return the one-hot labels [N, c_dim] in z's dtype."
+    assert_shape(z, (None, z_dim))
+    assert_shape(c, (z.shape[0],))
+    return label_onehot(c, c_dim, z.dtype)
+
 class Generator(nn.Module):
     "HViTGAN generator: [z, c] -> tokens -> upsampling transformer stages (paper: 4) -> image [N, 3, H, W] (Sec. 2.1-2.2)."
     def __init__(self, *,
@@ -181,9 +187,7 @@ class Generator(nn.Module):
                 z: torch.Tensor,     # latents [N, z_dim]
                 c: torch.Tensor,     # labels [N], int64 in [0, c_dim)
                 ) -> torch.Tensor:   # images [N, img_channels, H, W], not clamped
-        assert_shape(z, (None, self.z_dim))
-        assert_shape(c, (z.shape[0],))
-        onehot = label_onehot(c, self.c_dim, z.dtype)                                   # [N, c_dim]
+        onehot = generator_inputs(z, c, self.z_dim, self.c_dim)                          # [N, c_dim]
         x = rearrange(self.to_tokens(torch.cat([z, onehot], 1)), 'n (t c) -> n t c', t=self.bottom_width ** 2)
         x = x + self.pos_embed                                                         # [N, bw^2, dim]
         for stage, z_i in zip(self.stages, z.chunk(self.n_stages, dim=1)):

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from .core import ConfigError, assert_shape
-from .generator import GENERATOR_SIZES, Generator, build_generator, label_onehot
+from .generator import GENERATOR_SIZES, Generator, build_generator, generator_inputs
 from .discriminator import DISCRIMINATOR_SIZES, Discriminator, build_discriminator
 
 # %% auto #0
@@ -69,9 +69,7 @@ class ConvGenerator(nn.Module):
                 z: torch.Tensor,     # latents [N, z_dim]
                 c: torch.Tensor,     # labels [N], int64 in [0, c_dim)
                 ) -> torch.Tensor:   # images [N, img_channels, H, W], not clamped
-        assert_shape(z, (None, self.z_dim))
-        assert_shape(c, (z.shape[0],))
-        onehot = label_onehot(c, self.c_dim, z.dtype)
+        onehot = generator_inputs(z, c, self.z_dim, self.c_dim)
         x = rearrange(self.to_map(torch.cat([z, onehot], 1)), 'n (c h w) -> n c h w', h=4, w=4)   # [N, ch0, 4, 4]
         x = F.relu(self._norm(0, x, onehot))
         for i, conv in enumerate(self.convs):

@@ -16,14 +16,15 @@ import torch
 from .core import ConfigError, DataError, atomic_write, from_uint8, make_generator
 from .data import make_splits, open_pcam, resize_patches
 from .losses import get_scenario
-from .metrics import (FIDStats, classification_metrics, dataset_batches, dataset_fingerprint, generate_for_fid,
-                             inception_features, load_fid_inception)
+from .fid import (FIDStats, dataset_batches, dataset_fingerprint, generate_for_fid, inception_features,
+                         load_fid_inception)
 from .sample import _device, load_snapshot, select_mask, truncated_normal
+from .scores import MetricResult, classification_metrics
 
 # %% auto #0
-__all__ = ['SPLIT_SEED', 'SA_SAMPLING', 'METRICS', 'PICKS', 'MetricContext', 'metric_context', 'MetricResult', 'Metric',
-           'register_metric', 'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric',
-           'plot_metric_curves', 'Snapshots', 'fid_of_snapshots']
+__all__ = ['SPLIT_SEED', 'SA_SAMPLING', 'METRICS', 'PICKS', 'MetricContext', 'metric_context', 'Metric', 'register_metric',
+           'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric', 'plot_metric_curves',
+           'Snapshots', 'fid_of_snapshots']
 
 # %% ../nbs/10a_training_metrics.ipynb #91f462a2
 SPLIT_SEED = 0  # seed of `make_splits` (the same selection / test halves as Table 1 and the demo)
@@ -60,14 +61,6 @@ def metric_context(root,                 # PCam folder or HDF5 root with 'train'
                          data_id, bf16, None if cache_dir is None else Path(cache_dir), splits.to_dict())
 
 # %% ../nbs/10a_training_metrics.ipynb #f07dbc4b
-class MetricResult(float):
-    "A metric value (a float) with the fields logged beside it (`as_dict`)."
-    def __new__(cls, value, **fields):
-        self = super().__new__(cls, value)
-        self.fields = fields
-        return self
-    def as_dict(self) -> dict: return dict(self.fields)
-
 @dataclass(frozen=True)
 class Metric:
     "A registered training-time metric."
@@ -264,7 +257,7 @@ def fid_of_snapshots(snapshots, # network-snapshot-*.pt paths
                      device='cpu', # where G and the Inception network run
                      progress: bool = False) -> dict:
     "FID of each snapshot against the whole `split` of `data`, and the best snapshot: dict(reference, scores, best)."
-    from hvitgan.metrics import fid_metric, reference_stats
+    from hvitgan.fid import fid_metric, reference_stats
     if not snapshots: raise ConfigError("snapshots: no snapshot to score")
     t0, net = time.time(), load_fid_inception(device=device)[0]
     ref = reference_stats(open_pcam(data, split), cache_dir, net=net, progress=progress)

@@ -16,7 +16,7 @@ def hvitgan(*args, ok=True, timeout=600):
 
 
 def _fid_weights() -> bool:
-    from hvitgan.metrics import FIDWeightsError, resolve_fid_weights
+    from hvitgan.fid import FIDWeightsError, resolve_fid_weights
     try: resolve_fid_weights(); return True
     except FIDWeightsError: return False
 

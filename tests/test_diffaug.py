@@ -30,3 +30,12 @@ def test_same_seed_same_output_and_shape(policy):
     x = torch.randn(4, 3, 16, 16, generator=make_generator(0))
     a, b = diff_augment(x, policy, make_generator(1)), diff_augment(x, policy, make_generator(1))
     assert torch.equal(a, b) and a.shape == x.shape and a.dtype == x.dtype
+
+
+def test_flip_rotate_keeps_the_centre_of_uint8_patches_and_seeds():
+    "The label-safe policy of the classifiers works on uint8 patches: same seed, same result; centre sums invariant."
+    x = torch.randint(0, 256, (16, 3, 96, 96), dtype=torch.uint8, generator=make_generator(0))
+    a, b = diff_augment(x, 'flip,rotate', make_generator(1)), diff_augment(x, 'flip,rotate', make_generator(1))
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and not torch.equal(a, x)
+    centre = lambda t: t[:, :, 32:64, 32:64].float().sum((1, 2, 3))   # sums over the centre region are invariant
+    assert torch.equal(centre(a), centre(x))

