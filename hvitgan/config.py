@@ -35,7 +35,7 @@ class TrainConfig:
     net_size: str = 'tiny'  # named size of G and D: 'tiny', 'cpu', 'small', 'paper' (ViT) or 'conv' (the control)
     G_kwargs: dict = field(default_factory=dict)  # overrides of the generator's constructor keywords
     D_kwargs: dict = field(default_factory=dict)  # overrides of the discriminator's constructor keywords
-    # Loss (model-spec section 5)
+    # Loss (Sec. 2.4, Eq. 2-9; WGAN-GP and TransGAN for the unstated values)
     gp_weight: float = 10.0  # lambda of the gradient penalty, Eq. 2 (WGAN-GP)
     drift_weight: float = 1e-3  # weight of mean(real score)^2 (TransGAN `wgangp-eps`)
     augment: str = 'color,translation,cutout,scale,rotate'  # DiffAugment policy for every D input ('' = none)

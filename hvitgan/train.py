@@ -49,7 +49,7 @@ def init_distributed(device: str = 'auto') -> torch.device:
     return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
 
 def finish_distributed():
-    "Barrier and tear down the process group (toolchain.md section 8); no-op in a single process."
+    "Barrier and tear down the process group (`torch.distributed.destroy_process_group`); no-op in a single process."
     if dist.is_available() and dist.is_initialized():
         dist.barrier(); dist.destroy_process_group()
 
@@ -390,7 +390,7 @@ def find_states(run_dir) -> list[Path]:
     return sorted((p for p in run_dir.iterdir() if _STATE_RE.match(p.name)), key=lambda p: int(_STATE_RE.match(p.name)[1]))
 
 def snapshot_dict(G_ema, D, cfg: TrainConfig, cur_nimg: int) -> dict:
-    "The network snapshot of the contract (CONTRACT.md)."
+    "The network snapshot: the G_ema and D weights, their constructor keywords and classes, the config, as plain data."
     sd = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
     return dict(G_ema=sd(G_ema), D=sd(D), G_kwargs=dict(G_ema.init_kwargs), D_kwargs=dict(D.init_kwargs),
                 G_class=type(G_ema).__name__, D_class=type(D).__name__,
