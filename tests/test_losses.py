@@ -69,7 +69,8 @@ def test_scenario_steps_on_tiny_networks(name):
 def test_kendall_log_var_option_is_half_the_papers_term():
     "Scenario (c)'s alternative parametrisation (LibMTL's log-variance), the knob of the panel (c) discussion in 05_losses."
     from hvitgan.losses import make_loss_weights, uncertainty_term
-    s = Scenario('x', 'x', 'x', 'kendall', False, False, 'x', kendall_param='log_var')
+    from hvitgan.sample import SampleConfig
+    s = Scenario('x', 'x', 'x', 'kendall', False, SampleConfig(selective=False), 'x', kendall_param='log_var')
     w_g, w_d = make_loss_weights(s)
     assert (w_g.kind, w_d.kind, w_d.tasks) == ('log_var', 'log_var', ('Dreal', 'Dgen'))
     with torch.no_grad(): w_d.params['Dreal'].fill_(0.4)
