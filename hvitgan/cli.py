@@ -207,6 +207,7 @@ def _sweep_arguments(p):
     a('--data', default='', help="PCam folder or HDF5 root passed to every run (empty: the shipped sample)")
     a('--out', required=True, help="root folder: one run folder per scenario, each with its executed notebook")
     a('--set', action='append', metavar='KEY=VALUE', help="TrainConfig override passed to every run (repeatable)")
+    a('--minutes', type=float, default=None, help="training-time budget of each run in minutes (metric time excluded; default: until total_kimg)")
     a('--workers', type=int, default=1, help="runs in parallel processes")
 
 @command('sweep', 'Run a papermill template once per loss scenario; skip finished runs, list failures at the end.', _sweep_arguments)
@@ -218,11 +219,12 @@ def sweep(args):
     from hvitgan.config import make_config
     out = Path(args.out).resolve()
     template = Path(args.template) if args.template else project_root() / 'nbs' / 'runs' / 'train.ipynb'
-    _check_number('--workers', args.workers, low=1)
+    _check_number('--workers', args.workers, low=1); _check_number('--minutes', args.minutes, above=0)
     if not template.is_file(): raise ConfigError(f"{template}: no such notebook template")
     for s in args.scenarios: make_config(args.preset, get_scenario(s).name, **_parse_set(args.set))  # before any kernel starts
     runs = {get_scenario(s).name: dict(preset=args.preset, scenario=get_scenario(s).name, data=args.data,
-                                       overrides=_parse_set(args.set), run_dir=str(out / get_scenario(s).name), resume='auto')
+                                       overrides=_parse_set(args.set), run_dir=str(out / get_scenario(s).name), resume='auto',
+                                       minutes=args.minutes)
             for s in args.scenarios}
     res = run_sweep(template, runs, out, n_workers=args.workers)
     print(res)
@@ -360,7 +362,7 @@ def table1(args):
     "Run `hvitgan.table1.table1_from_data` and print the table."
     from hvitgan.classifiers import CLASSIFIERS, ClassifierRecipe
     from hvitgan.sample import SampleConfig
-    from hvitgan.table1 import format_table, table1_from_data, table1_rows
+    from hvitgan.table1 import format_paired, format_table, paired_table, table1_from_data, table1_rows
     rows = table1_rows(args.rows)
     bad = [c for c in args.classifiers if c not in CLASSIFIERS]
     if bad: raise ConfigError(f"--classifiers: unknown name(s) {bad}; expected some of {', '.join(CLASSIFIERS)}")
@@ -371,8 +373,8 @@ def table1(args):
     table = table1_from_data(_runs_from_args(args), _data_root(args.data), args.out, n_real=args.n_real, n_eval=args.n_eval,
                              test_split=args.test_split, classifiers=args.classifiers, rows=rows, seeds=tuple(args.seeds),
                              recipe=recipe, sampling=sampling, n_synth_per_class=args.synth_per_class, progress=not args.no_progress)
-    print(format_table(table))
-    print(f"written: {Path(args.out) / 'table1.md'}, table1.csv, table1.json, protocol.json")
+    print(format_table(table) + '\n\nPaired AUC differences over the seeds:\n' + format_paired(paired_table(table)))
+    print(f"written: {Path(args.out) / 'table1.md'}, table1.csv, table1.json, table1-paired.md, table1-paired.json, protocol.json")
     return 0
 
 def _figures_arguments(p):
@@ -380,6 +382,7 @@ def _figures_arguments(p):
     _run_arguments(p, "the real patches of Fig. 2", "path prefix: writes <out>-fig2.png and <out>-fig3.png")
     a('--per-class', type=int, default=8, help="Fig. 2 patches per class and panel")
     a('--tsne-per-class', type=int, default=150, help="Fig. 3 generated patches per class and scenario")
+    a('--tsne-seeds', type=int, nargs='+', default=[0, 1, 2], help="t-SNE seeds of each Fig. 3 panel: the silhouette's spread (the first is drawn)")
     a('--no-tsne', action='store_true', help="Fig. 2 only (Fig. 3 needs the FID Inception weights)")
     a('--device', default='cpu', help="where the Inception network of Fig. 3 runs: cpu or cuda")
 
@@ -389,7 +392,9 @@ def figures(args):
     from hvitgan.figures import draw_figures
     _check_number('--per-class', args.per_class, low=1); _check_number('--tsne-per-class', args.tsne_per_class, low=2)
     res = draw_figures(_runs_from_args(args), _data_root(args.data), args.out, per_class=args.per_class, tsne=not args.no_tsne,
-                       tsne_per_class=args.tsne_per_class, device=args.device, progress=True)
+                       tsne_per_class=args.tsne_per_class, tsne_seeds=tuple(args.tsne_seeds), device=args.device, progress=True)
+    from hvitgan.figures import format_scenario_table
+    if res['table']: print(format_scenario_table(res['table']) + f"\n(also in {args.out}-fig3.md and .json)")
     print(json.dumps(dict(fig2=str(res['fig2']), fig3=res['fig3'] and str(res['fig3']), silhouette=res['silhouette']), indent=1))
     return 0
 

@@ -6,17 +6,18 @@ Docs: https://hvitgan.github.io/hvitgan/figures.html.md"""
 
 # %% ../nbs/12b_figures.ipynb #d3e0cb98
 from __future__ import annotations
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core import atomic_write, image_grid
+from .core import ConfigError, atomic_write, image_grid
 from .losses import SCENARIOS
 from .sample import SampleConfig, load_snapshot, sample_images, scenario_sampling
 
 # %% auto #0
-__all__ = ['FIG2_PANELS', 'scenario_images', 'fig3', 'fig2', 'draw_figures']
+__all__ = ['FIG2_PANELS', 'scenario_images', 'fig3', 'fig2', 'scenario_table', 'format_scenario_table', 'draw_figures']
 
 # %% ../nbs/12b_figures.ipynb #b6e68baa
 def scenario_images(snapshots: dict, # training-run letter -> network snapshot ('a'..'e')
@@ -36,10 +37,12 @@ def scenario_images(snapshots: dict, # training-run letter -> network snapshot (
 def fig3(images: dict, # scenario letter -> (uint8 images, labels), from `scenario_images`
          features, # callable uint8 images [N, 3, H, W] -> np [N, D] (Inception pool features for real results)
          path=None, # where to save the figure (PNG)
-         seed: int = 0) -> dict:
-    "Draw the t-SNE panels of Fig. 3; return scenario letter -> silhouette score."
+         tsne_seeds=(0, 1, 2), # one random-init t-SNE per seed; the first is drawn
+        ) -> dict: # letter -> dict(features=silhouette in feature space, tsne=[silhouette of each embedding])
+    "Draw the t-SNE panels of Fig. 3; return the class silhouettes per scenario letter."
     import matplotlib.pyplot as plt
     from hvitgan.scores import silhouette, tsne_embed
+    if not tsne_seeds: raise ConfigError("tsne_seeds: need at least one t-SNE seed")
     letters = sorted(images)
     ncols = min(4, max(len(letters), 1))
     nrows = -(-max(len(letters), 1) // ncols)
@@ -49,13 +52,16 @@ def fig3(images: dict, # scenario letter -> (uint8 images, labels), from `scenar
         img, lab = images[letter]
         lab = np.asarray(lab)
         ok = len(np.unique(lab)) > 1 and len(lab) >= 4  # SA may accept too few images of an untrained G
-        feats = np.asarray(features(img)) if ok else None
-        scores[letter] = silhouette(feats, lab) if ok else float('nan')
+        scores[letter] = dict(features=float('nan'), tsne=[])
         if ok:
-            xy = tsne_embed(feats, seed=seed)
+            feats = np.asarray(features(img))
+            xys = [tsne_embed(feats, seed=s, init='random') for s in tsne_seeds]
+            scores[letter] = dict(features=silhouette(feats, lab), tsne=[silhouette(xy, lab) for xy in xys])
             for c, colour in zip(np.unique(lab), ('tab:blue', 'tab:red')):
-                ax.scatter(*xy[lab == c].T, s=6, c=colour, label=f'class {c}')
-        note = f"silhouette {scores[letter]:.3f}" if ok else f"too few images to embed ({len(lab)})"
+                ax.scatter(*xys[0][lab == c].T, s=6, c=colour, label=f'class {c}')
+            t = np.array(scores[letter]['tsne'])
+            note = f"silhouette: t-SNE {t.mean():.3f} ± {t.std(ddof=1) if len(t) > 1 else 0:.3f}, features {scores[letter]['features']:.3f}"
+        else: note = f"too few images to embed ({len(lab)})"
         ax.set_title(f"({letter}) {SCENARIOS[letter].title}\n{note}", fontsize=9)
         ax.set_xticks([]); ax.set_yticks([])
     for ax in list(axes.flat)[len(letters):]: ax.axis('off')
@@ -85,19 +91,54 @@ def fig2(sources: dict, # name -> (uint8 images [N, 3, H, W], labels [N]), e.g. 
         with atomic_write(path) as tmp: fig.savefig(tmp, format='png', dpi=80, bbox_inches='tight')
     return grids
 
+# %% ../nbs/12b_figures.ipynb #4e698a51
+def scenario_table(snapshots: dict, # training-run letter -> the network snapshot drawn (in its run directory)
+                   silhouette: dict, # scenario letter -> `fig3` scores
+                  ) -> list: # one dict per scenario letter of `silhouette`
+    "The training-time metrics of each Fig. 3 panel's snapshot and its run, beside the panel's silhouettes."
+    from hvitgan.training_metrics import read_metric
+    rows = []
+    for letter in sorted(silhouette):
+        run = SCENARIOS[letter].train_run
+        snap = Path(snapshots[run])
+        recs = {m: {r['snapshot']: r for r in read_metric(snap.parent, m)} for m in ('fid', 'auc', 'sa')}
+        at = {m: recs[m].get(snap.name, {}) for m in recs}
+        fids = [r['value'] for r in recs['fid'].values()]
+        t = np.array(silhouette[letter]['tsne'], np.float64)
+        rows.append(dict(scenario=letter, title=SCENARIOS[letter].title, run=run, snapshot=snap.name,
+                         fid=at['fid'].get('value'), floor=at['fid'].get('floor'), best_fid=min(fids) if fids else None,
+                         auc=at['auc'].get('value'), acceptance=[at['sa'].get(f'acceptance_{c}') for c in (0, 1)],
+                         silhouette_tsne=(float(t.mean()) if len(t) else float('nan'), float(t.std(ddof=1)) if len(t) > 1 else 0.),
+                         silhouette_features=silhouette[letter]['features'], tsne_seeds=len(t)))
+    return rows
+
+def format_scenario_table(rows: list) -> str:
+    "`scenario_table` as markdown."
+    f = lambda v, d=3: '' if v is None else f'{v:.{d}f}'
+    lines = ['| | run | FID (floor) | best FID | class-head AUC | SA acceptance 0 / 1 | silhouette t-SNE | silhouette features |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        fid = f"{f(r['fid'], 1)} ({f(r['floor'], 1)})" if r['fid'] is not None else ''
+        acc = ' / '.join(f(a, 2) for a in r['acceptance']) if None not in r['acceptance'] else ''
+        sil = f"{r['silhouette_tsne'][0]:.3f} ± {r['silhouette_tsne'][1]:.3f}"
+        lines.append(f"| ({r['scenario']}) {r['title']} | {r['run'].upper()} | {fid} | {f(r['best_fid'], 1)} | {f(r['auc'])} | {acc} "
+                     f"| {sil} | {r['silhouette_features']:.3f} |")
+    return '\n'.join(lines)
+
 # %% ../nbs/12b_figures.ipynb #b64c9822
 FIG2_PANELS = {'e': 'CP', 'f': 'SA', 'g': 'CP+SA'}  # scenario letter -> Fig. 2 panel name
 
 def draw_figures(snapshots: dict, # training-run letter -> network snapshot
                  data, # PCam folder or HDF5 root (the real patches of Fig. 2)
-                 out, # path prefix: writes <out>-fig2.png and, with `tsne`, <out>-fig3.png
+                 out, # path prefix: writes <out>-fig2.png and, with `tsne`, <out>-fig3.png and its table <out>-fig3.md, .json
                  *, per_class: int = 8, # Fig. 2 patches per class and panel
                  tsne: bool = True, # also draw Fig. 3 (needs the FID Inception weights)
                  tsne_per_class: int = 150, # Fig. 3 generated images per class and scenario
+                 tsne_seeds=(0, 1, 2), # t-SNE seeds of each Fig. 3 panel (`fig3`)
                  sampling: SampleConfig | None = None, # override of the SA setting (`scenario_images`)
                  device='cpu', # where the Inception network of Fig. 3 runs
                  progress: bool = False) -> dict:
-    "Draw Fig. 2 and optionally Fig. 3; return dict(fig2=path, fig3=path or None, silhouette={letter: score})."
+    "Draw Fig. 2 and optionally Fig. 3; return dict(fig2=path, fig3=path or None, silhouette={letter: `fig3` scores}, table=`scenario_table` rows)."
     from hvitgan.data import open_pcam
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,12 +148,16 @@ def draw_figures(snapshots: dict, # training-run letter -> network snapshot
     side = real[0].shape[-1]
     enlarge = lambda img: img.repeat_interleave(side // img.shape[-1], -1).repeat_interleave(side // img.shape[-2], -2) if len(img) else img
     sources = {'real': real, **{f"{name} ({k})": (enlarge(gen[k][0]), gen[k][1]) for k, name in FIG2_PANELS.items() if k in gen}}
-    res = dict(fig2=Path(f"{out}-fig2.png"), fig3=None, silhouette={})
+    res = dict(fig2=Path(f"{out}-fig2.png"), fig3=None, silhouette={}, table=[])
     fig2(sources, res['fig2'], per_class=per_class)
     if tsne:
         from hvitgan.fid import inception_features, load_fid_inception
         net = load_fid_inception(device=device)[0]
         images = scenario_images(snapshots, tsne_per_class, sampling=sampling, progress=progress)
         res['fig3'] = Path(f"{out}-fig3.png")
-        res['silhouette'] = fig3(images, lambda img: inception_features(img, net, progress=False), res['fig3'])
+        res['silhouette'] = fig3(images, lambda img: inception_features(img, net, progress=False), res['fig3'],
+                                 tsne_seeds=tsne_seeds)
+        res['table'] = scenario_table(snapshots, res['silhouette'])
+        with atomic_write(f"{out}-fig3.md") as tmp: Path(tmp).write_text(format_scenario_table(res['table']) + '\n')
+        with atomic_write(f"{out}-fig3.json") as tmp: Path(tmp).write_text(json.dumps(res['table'], indent=1))
     return res

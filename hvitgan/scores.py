@@ -63,13 +63,14 @@ def format_mean_std(summary: dict, digits: int = 3) -> dict:
 def tsne_embed(feats: np.ndarray,         # [N, D] features
                seed: int = 0,             # t-SNE's random_state
                perplexity: float = 30.,   # lowered to (N - 1) / 3 when N is small
+               init: str = 'pca',         # 'pca' (nearly seed-free) or 'random' (the seed draws the start: a spread over seeds)
                ) -> np.ndarray:           # [N, 2]
-    "2-D t-SNE embedding of features (scikit-learn, fixed seed, PCA init)."
+    "2-D t-SNE embedding of features (scikit-learn, fixed seed)."
     from sklearn.manifold import TSNE
     feats = np.asarray(feats, np.float64)
     if feats.ndim != 2 or len(feats) < 4: raise MetricError(f"features: t-SNE needs [N >= 4, D], got shape {feats.shape}")
     perplexity = min(perplexity, (len(feats) - 1) / 3)
-    return TSNE(n_components=2, perplexity=perplexity, init='pca', learning_rate='auto', random_state=seed).fit_transform(feats)
+    return TSNE(n_components=2, perplexity=perplexity, init=init, learning_rate='auto', random_state=seed).fit_transform(feats)
 
 def silhouette(feats: np.ndarray, labels) -> float:
     "Silhouette score (Euclidean, scikit-learn) of the labelled groups in feature space; in [-1, 1], higher separates better."

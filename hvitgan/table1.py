@@ -17,8 +17,9 @@ from .losses import get_scenario
 from .sample import MANIFEST, SampleConfig, scenario_sampling, synthesize
 
 # %% auto #0
-__all__ = ['TABLE1_ROWS', 'TABLE1_CLASSIFIERS', 'CLASSIFIER_LABELS', 'METRICS', 'AugRow', 'table1_rows', 'table1_runs',
-           'row_sampling', 'synthetic_sets', 'run_table1', 'format_table', 'write_table', 'table1_from_data']
+__all__ = ['TABLE1_ROWS', 'TABLE1_CLASSIFIERS', 'CLASSIFIER_LABELS', 'METRICS', 'REFERENCES', 'AugRow', 'table1_rows',
+           'table1_runs', 'row_sampling', 'synthetic_sets', 'run_table1', 'format_table', 'write_table', 'paired_stats',
+           'paired_table', 'format_paired', 'write_paired', 'table1_from_data']
 
 # %% ../nbs/12a_table1.ipynb #42907171
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def run_table1(snapshots: dict, # run letter -> network snapshot; needs the runs
                progress: bool = True) -> list:
     "Run the Table 1 protocol; write table1.md, .csv, .json and protocol.json to `out_dir` and return the rows."
     from hvitgan.classifiers import ClassifierRecipe, LabeledConcat, _device, dataset_labels, evaluate_seeds, real_plus_synthetic
+    from hvitgan.scores import summarize
     out_dir, recipe = Path(out_dir), recipe or ClassifierRecipe()
     if n_synth_per_class is None: n_synth_per_class = int(np.bincount(dataset_labels(real_train)).max())
     sets = synthetic_sets(snapshots, out_dir / 'synthetic', n_synth_per_class, rows=rows, sampling=sampling,
@@ -154,14 +156,19 @@ def run_table1(snapshots: dict, # run letter -> network snapshot; needs the runs
             if head_run not in snapshots: raise ConfigError(f"snapshots: the class head needs run {head_run!r}")
             kw = dict(snapshot=str(snapshots[head_run]))
             res = _cached(out_dir / 'results' / f'{clf}__joint.json', lambda: _head_as_trained(snapshots[head_run], test_ds))
-            table.append(dict(row=f"{CLASSIFIER_LABELS[clf]} (joint training, run {head_run})", seeds=1, **res['summary']))
+            table.append(dict(row=f"{CLASSIFIER_LABELS[clf]} (joint training, run {head_run})", classifier=clf, key='joint',
+                              seeds=1, **res['summary'], runs=[{k: res['runs'][0][k] for k in METRICS}]))
         for row in rows:
             if row.run is not None: train_ds = real_plus_synthetic(real_train, sets[_set_name(row)])
             else: train_ds = real_train if row.repeat == 1 else LabeledConcat([real_train] * row.repeat)
-            res = _cached(out_dir / 'results' / f'{clf}__{_train_name(row)}.json',
-                          lambda: evaluate_seeds(clf, train_ds, val_ds, test_ds, recipe, seeds, progress=progress, **kw))
-            table.append(dict(row=_row_label(clf, row), seeds=len(res['runs']), **res['summary']))
+            runs = [_cached(out_dir / 'results' / f'{clf}__{_train_name(row)}__seed{seed}.json',  # one file a seed: resumable
+                            lambda: evaluate_seeds(clf, train_ds, val_ds, test_ds, recipe, (seed,), progress=progress, **kw)['runs'][0])
+                    for seed in seeds]
+            per_seed = [dict(seed=r['seed'], **{k: r[k] for k in METRICS}) for r in runs]
+            table.append(dict(row=_row_label(clf, row), classifier=clf, key=row.key, seeds=len(runs),
+                              **summarize([{k: r[k] for k in METRICS} for r in runs]), runs=per_seed))
     write_table(table, out_dir / 'table1')
+    write_paired(paired_table(table), out_dir / 'table1-paired')
     return table
 
 def format_table(table: list, digits: int = 3) -> str:
@@ -180,6 +187,61 @@ def write_table(table: list, stem):
     csv = ['row,seeds,' + ','.join(f'{k}_mean,{k}_std' for k in METRICS)]
     csv += [f'"{r["row"]}",{r["seeds"]},' + ','.join(f'{r[k][0]:.6f},{r[k][1]:.6f}' for k in METRICS) for r in table]
     with atomic_write(stem.with_suffix('.csv')) as tmp: tmp.write_text('\n'.join(csv) + '\n')
+
+# %% ../nbs/12a_table1.ipynb #d6d2faa8
+def paired_stats(a: dict, # seed -> score of the row
+                 b: dict, # seed -> score of its reference row
+                ) -> dict: # n, diff (mean of a - b), diff_std, p_ttest, p_wilcoxon (NaN below 2 common seeds)
+    "Paired comparison of two rows over their common seeds: mean difference, paired t-test and Wilcoxon signed-rank."
+    from scipy import stats
+    seeds = sorted(set(a) & set(b))
+    x, y = np.array([a[s] for s in seeds], np.float64), np.array([b[s] for s in seeds], np.float64)
+    d, nan = x - y, float('nan')
+    out = dict(n=len(seeds), diff=float(d.mean()) if len(d) else nan, diff_std=float(d.std(ddof=1)) if len(d) > 1 else nan,
+               p_ttest=nan, p_wilcoxon=nan)
+    if len(d) < 2: return out
+    if not d.any(): return dict(out, p_ttest=1.0, p_wilcoxon=1.0)  # identical rows: no evidence of a difference
+    out['p_ttest'] = float(stats.ttest_rel(x, y).pvalue) if d.std() > 0 else 0.0  # a constant non-zero shift
+    out['p_wilcoxon'] = float(stats.wilcoxon(x, y).pvalue)
+    return out
+
+REFERENCES = {'baseline': 'baseline', 'real_x2': 'control'}  # reference row key -> column name of `paired_table`
+
+def paired_table(table: list, # rows of `run_table1` (each with classifier, key and per-seed runs)
+                 metric: str = 'auc') -> list:
+    "Per classifier, every row against its baseline and every augmented row against the steps-matched control."
+    by = {(r['classifier'], r['key']): {s['seed']: s[metric] for s in r['runs']} for r in table if r.get('key') != 'joint'}
+    rows = {r.key: r for r in TABLE1_ROWS}
+    out = []
+    for r in table:
+        key = r.get('key')
+        if key in (None, 'joint', 'baseline'): continue
+        res = dict(row=r['row'], classifier=r['classifier'], key=key, metric=metric)
+        for ref, col in REFERENCES.items():
+            if ref == key or (ref == 'real_x2' and rows[key].run is None): continue
+            if (r['classifier'], ref) in by: res[col] = paired_stats(by[(r['classifier'], key)], by[(r['classifier'], ref)])
+        out.append(res)
+    return out
+
+def format_paired(paired: list, digits: int = 3) -> str:
+    "`paired_table` as markdown: mean difference ± std and both p-values against each reference."
+    m = paired[0]['metric'].upper() if paired else 'AUC'
+    head = '| | ' + ' | '.join(f'Δ{m} vs {c} | p (t) | p (Wilcoxon)' for c in REFERENCES.values()) + ' | seeds |'
+    lines = [head, '|---|' + '---|---|---|' * len(REFERENCES) + '---|']
+    for r in paired:
+        cells = []
+        for col in REFERENCES.values():
+            v = r.get(col)
+            cells += ['', '', ''] if v is None else [f"{v['diff']:+.{digits}f} ± {v['diff_std']:.{digits}f}", f"{v['p_ttest']:.3g}", f"{v['p_wilcoxon']:.3g}"]
+        n = max((r[c]['n'] for c in REFERENCES.values() if c in r), default=0)
+        lines.append(f"| {r['row']} | " + ' | '.join(cells) + f' | {n} |')
+    return '\n'.join(lines)
+
+def write_paired(paired: list, stem):
+    "Write `stem`.md and .json (atomically)."
+    stem = Path(stem)
+    with atomic_write(stem.with_suffix('.md')) as tmp: tmp.write_text(format_paired(paired) + '\n')
+    with atomic_write(stem.with_suffix('.json')) as tmp: tmp.write_text(json.dumps(paired, indent=1))
 
 # %% ../nbs/12a_table1.ipynb #1b81808c
 def table1_from_data(snapshots: dict, # run letter -> network snapshot

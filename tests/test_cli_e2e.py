@@ -73,6 +73,11 @@ def test_table1_from_a_run_directory(run):
     assert protocol['sampling']['e-plain']['tau'] is None and protocol['sampling']['e-sa']['tau'] == 0.7  # the CP row is never truncated
     assert protocol['splits']['sizes'] == {'train': 8, 'sel': None, 'test': None}
     assert protocol['splits']['counts']['test'] == {'0': 4, '1': 4}
+    assert (out / 'results' / 'resnet34__real__seed0.json').is_file()  # one result file a seed: a rerun resumes per seed
+    paired = json.loads((out / 'table1-paired.json').read_text())
+    assert [(r['classifier'], r['key'], 'control' in r) for r in paired] == [
+        ('resnet34', 'cp', False), ('resnet34', 'cp_sa', False), ('hvitgan_head', 'cp', False), ('hvitgan_head', 'cp_sa', False)]
+    assert all(r['baseline']['n'] == 1 for r in paired)  # one seed: paired with the baseline's, no test possible
 
 
 def test_figures_from_a_run_directory(run):
@@ -82,7 +87,9 @@ def test_figures_from_a_run_directory(run):
                 '--tsne-per-class', 4, *([] if tsne else ['--no-tsne']))
     res = json.loads(r.stdout[r.stdout.index('{'):])
     assert (out.parent / 'fig-fig2.png').stat().st_size > 0
-    if tsne: assert set(res['silhouette']) == {'e', 'g'} and (out.parent / 'fig-fig3.png').stat().st_size > 0
+    if tsne:
+        assert set(res['silhouette']) == {'e', 'g'} and (out.parent / 'fig-fig3.png').stat().st_size > 0
+        assert len(res['silhouette']['e']['tsne']) == 3  # one score a t-SNE seed (plain sampling: both classes drawn)
 
 
 def test_fid_of_a_run_names_the_best(run):

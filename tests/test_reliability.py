@@ -546,6 +546,21 @@ def test_sweep_checks_set_before_any_kernel(tmp_path, capsys, monkeypatch):
     one_line_error(code, err, "'lr_G'")
     assert not (tmp_path / 'sw').exists()
 
+def test_sweep_checks_minutes_before_any_kernel(tmp_path, capsys, monkeypatch):
+    import hvitgan.experiments
+    monkeypatch.setattr(hvitgan.experiments, 'run_notebook', lambda *a, **k: pytest.fail('a kernel was started'))
+    code, _, err = run_cli(['sweep', '--scenarios', 'a', '--out', tmp_path / 'sw', '--minutes', '0'], capsys)
+    one_line_error(code, err, '--minutes')
+    assert not (tmp_path / 'sw').exists()
+
+def test_sweep_passes_minutes_to_every_run(tmp_path, capsys, monkeypatch):
+    import hvitgan.experiments
+    seen = {}
+    monkeypatch.setattr(hvitgan.experiments, 'run_notebook', lambda tpl, out_dir, /, **p: seen.setdefault(Path(out_dir).name, p))
+    code, _, _ = run_cli(['sweep', '--scenarios', 'ae', '--preset', 'cpu', '--out', tmp_path / 'sw', '--minutes', '2.5'], capsys)
+    assert code == 0 and {k: (v['minutes'], v['scenario'], v['preset']) for k, v in seen.items()} == {
+        'a': (2.5, 'a', 'cpu'), 'e': (2.5, 'e', 'cpu')}
+
 
 # --- defect 12: signals ---------------------------------------------------------------------------------------
 
