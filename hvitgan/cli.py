@@ -349,6 +349,8 @@ def _table1_arguments(p):
     a('--n-real', type=int, default=None, help="class-balanced real training images (default: all of train)")
     a('--n-eval', type=int, default=None, help="class-balanced images of each valid half, selection and test (default: the whole halves)")
     a('--test-split', default=None, help="a real test split instead of the test half of valid (full PCam: test)")
+    a('--resolution', type=int, default=None, help="classifier input side, e.g. 32 for the CPU generators: real patches resized to it, synthetic sets at the generator's own resolution (default: PCam's 96 px, the paper)")
+    a('--resize', default='area', choices=['area', 'center'], help="how 96 px real patches reach --resolution: area-resize or central crop")
     a('--synth-per-class', type=int, default=None, help="synthetic images per class and row (default: as many as the real subset, 1:1)")
     a('--epochs', type=int, default=ClassifierRecipe.epochs, help="classifier epochs")
     a('--batch', type=int, default=ClassifierRecipe.batch_size, help="classifier batch size")
@@ -367,11 +369,12 @@ def table1(args):
     bad = [c for c in args.classifiers if c not in CLASSIFIERS]
     if bad: raise ConfigError(f"--classifiers: unknown name(s) {bad}; expected some of {', '.join(CLASSIFIERS)}")
     for flag, v in (('--n-real', args.n_real), ('--n-eval', args.n_eval)): _check_number(flag, v, low=2)
-    _check_number('--synth-per-class', args.synth_per_class, low=1); _check_number('--max-steps', args.max_steps, low=1)
+    _check_number('--synth-per-class', args.synth_per_class, low=1); _check_number('--resolution', args.resolution, low=4, below=97)
+    _check_number('--max-steps', args.max_steps, low=1)
     recipe = ClassifierRecipe(epochs=args.epochs, batch_size=args.batch, max_steps_per_epoch=args.max_steps, device=args.device)
     sampling = _sampling_from_args(args, SampleConfig())
     table = table1_from_data(_runs_from_args(args), _data_root(args.data), args.out, n_real=args.n_real, n_eval=args.n_eval,
-                             test_split=args.test_split, classifiers=args.classifiers, rows=rows, seeds=tuple(args.seeds),
+                             test_split=args.test_split, resolution=args.resolution, resize=args.resize, classifiers=args.classifiers, rows=rows, seeds=tuple(args.seeds),
                              recipe=recipe, sampling=sampling, n_synth_per_class=args.synth_per_class, progress=not args.no_progress)
     print(format_table(table) + '\n\nPaired AUC differences over the seeds:\n' + format_paired(paired_table(table)))
     print(f"written: {Path(args.out) / 'table1.md'}, table1.csv, table1.json, table1-paired.md, table1-paired.json, protocol.json")

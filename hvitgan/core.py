@@ -17,7 +17,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['HvitganError', 'DataError', 'ConfigError', 'CheckpointError', 'Interrupted', 'one_line', 'cli_main', 'seed_all',
-           'make_generator', 'assert_shape', 'from_uint8', 'to_uint8', 'atomic_write', 'is_no_space',
+           'make_generator', 'assert_shape', 'from_uint8', 'to_uint8', 'atomic_write', 'write_report', 'is_no_space',
            'check_free_space', 'atomic_save', 'safe_load', 'check_finite', 'image_grid', 'save_image_grid', 'Stats',
            'append_jsonl', 'new_run_dir', 'get_rank', 'get_world_size', 'is_main_process', 'project_root',
            'sample_root']
@@ -107,6 +107,11 @@ def atomic_write(path, overwrite: bool = True):
         raise
     finally:
         if tmp.exists(): tmp.unlink()
+
+def write_report(stem, markdown: str, data):
+    "Write a result as `stem`.md (the table a reader reads) and `stem`.json (`data`, for code), each atomically."
+    with atomic_write(f"{stem}.md") as tmp: tmp.write_text(markdown.rstrip('\n') + '\n')  # a dot in stem stays
+    with atomic_write(f"{stem}.json") as tmp: tmp.write_text(json.dumps(data, indent=1, default=float))
 
 def is_no_space(e: BaseException) -> bool:
     "Whether `e` reports a full disk (errno ENOSPC, also as h5py and torch word it)."

@@ -6,13 +6,12 @@ Docs: https://hvitgan.github.io/hvitgan/figures.html.md"""
 
 # %% ../nbs/12b_figures.ipynb #d3e0cb98
 from __future__ import annotations
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core import ConfigError, atomic_write, image_grid
+from .core import ConfigError, atomic_write, image_grid, write_report
 from .losses import SCENARIOS
 from .sample import SampleConfig, load_snapshot, sample_images, scenario_sampling
 
@@ -158,6 +157,5 @@ def draw_figures(snapshots: dict, # training-run letter -> network snapshot
         res['silhouette'] = fig3(images, lambda img: inception_features(img, net, progress=False), res['fig3'],
                                  tsne_seeds=tsne_seeds)
         res['table'] = scenario_table(snapshots, res['silhouette'])
-        with atomic_write(f"{out}-fig3.md") as tmp: Path(tmp).write_text(format_scenario_table(res['table']) + '\n')
-        with atomic_write(f"{out}-fig3.json") as tmp: Path(tmp).write_text(json.dumps(res['table'], indent=1))
+        write_report(f"{out}-fig3", format_scenario_table(res['table']), res['table'])
     return res

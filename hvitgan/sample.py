@@ -22,10 +22,10 @@ from .data import IMG_SHAPE, write_pcam_h5
 from .networks import network_from_kwargs
 
 # %% auto #0
-__all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'ON_CAP', 'SNAPSHOT_KEYS', 'MANIFEST', 'truncated_normal',
-           'NonFiniteOutputError', 'generate_from', 'generate', 'select_mask', 'SampleConfig', 'QuotaError',
-           'class_seed', 'selective_generate', 'sample_images', 'scenario_sampling', 'load_snapshot', 'file_sha256',
-           'resize_uint8', 'write_synthetic', 'synthesize']
+__all__ = ['TRUNC_MODES', 'SCALED_BOUND', 'SELECT_RULES', 'ON_CAP', 'SNAPSHOT_KEYS', 'MANIFEST', 'RESIZE_MODES',
+           'truncated_normal', 'NonFiniteOutputError', 'generate_from', 'generate', 'select_mask', 'SampleConfig',
+           'QuotaError', 'class_seed', 'selective_generate', 'sample_images', 'scenario_sampling', 'load_snapshot',
+           'file_sha256', 'resize_uint8', 'write_synthetic', 'synthesize']
 
 # %% ../nbs/09_sample.ipynb #0054e5eb
 TRUNC_MODES = ('resample', 'scaled')
@@ -296,11 +296,20 @@ def _check_synthetic(images, labels) -> tuple[torch.Tensor, np.ndarray]:
         raise DataError(f"write_synthetic: {len(images)} images but {len(labels)} labels")
     return images, labels
 
+RESIZE_MODES = ('bicubic', 'nearest')
+
 def resize_uint8(images: torch.Tensor, # uint8 [N, 3, h, w]
                  size: int = IMG_SHAPE[0], # output side
+                 mode: str = 'bicubic', # 'bicubic' (antialiased when shrinking) or 'nearest' (each pixel repeated: an area-resize undoes it exactly)
                 ) -> torch.Tensor: # uint8 [N, 3, size, size]
-    "Bicubic resize of uint8 images (antialiased when shrinking), clamped and rounded back to uint8."
+    "Resize uint8 images to `size` (bicubic, clamped and rounded back to uint8, or pixel repetition)."
+    if mode not in RESIZE_MODES: raise ConfigError(f"resize: expected one of {RESIZE_MODES}, got {mode!r}")
     if images.shape[-1] == size and images.shape[-2] == size: return images
+    if mode == 'nearest':
+        k = size // images.shape[-1]
+        if k * images.shape[-1] != size or images.shape[-1] != images.shape[-2]:
+            raise ConfigError(f"resize='nearest': {size} px is not a whole multiple of the images' {tuple(images.shape[-2:])}")
+        return images.repeat_interleave(k, -1).repeat_interleave(k, -2)
     return to_uint8(F.interpolate(from_uint8(images), size=(size, size), mode='bicubic', align_corners=False, antialias=True))
 
 def _write_png_split(images, labels, split_dir: Path):
@@ -321,13 +330,14 @@ def write_synthetic(images, # uint8 [N, 3, 96, 96]
                     *, split: str = 'train', # PCam split name to write
                     manifest: dict | None = None, # provenance to record (snapshot hash, seeds, tau, lambda, ...)
                     png: bool = False, # also write <split>/<label>/*.png
-                    resize: bool = False, # upsample images of another size to PCam's 96 x 96 (bicubic)
+                    resize: bool | str = False, # bring images of another size to PCam's 96 x 96: True or 'bicubic', or 'nearest' (`resize_uint8`)
                     overwrite: bool = True, # replace this split's files if present
                    ) -> Path: # path of manifest.json
     "Write a synthetic set as PCam-format HDF5 (and optionally PNG folders) with a manifest."
     images, labels = _check_synthetic(images, labels)
     side = images.shape[-1]
-    if resize: images = resize_uint8(images)
+    mode = 'bicubic' if resize is True else resize
+    if mode: images = resize_uint8(images, mode=mode)
     out_dir = Path(out_dir)
     check_free_space(out_dir, int(images.numel() * 1.05) + (1 << 20))  # the HDF5 (and as much again for PNGs, compressed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +354,8 @@ def write_synthetic(images, # uint8 [N, 3, 96, 96]
     man.update(manifest or {})
     man.setdefault('splits', {})[split] = dict(n=len(labels), counts={str(c): int((labels == c).sum()) for c in np.unique(labels)},
                                                files=files, png=f"{split}/<label>/*.png" if png else None,
-                                               resized_from=side if side != images.shape[-1] else None)
+                                               resized_from=side if side != images.shape[-1] else None,
+                                               resized_with=mode if side != images.shape[-1] else None)
     with atomic_write(man_path) as tmp: tmp.write_text(json.dumps(man, indent=2, default=float))
     return man_path
 
@@ -355,7 +366,7 @@ def synthesize(snapshot, # network-snapshot-*.pt
                *, batch_size: int = 64, # images per forward pass
                split: str = 'train', # split name of the written set
                png: bool = False, # also write PNG folders
-               resize: bool = True, # upsample a lower-resolution generator's images to 96 px (recorded)
+               resize: bool | str = True, # bring a lower-resolution generator's images to 96 px (`write_synthetic`; recorded)
                device='cpu', # where to run G and D
                progress: bool = True, # tqdm bars
                overwrite: bool = True, # replace an existing set in `out_dir`; False refuses it before any work

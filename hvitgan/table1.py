@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import ConfigError, atomic_write
+from .core import ConfigError, atomic_write, write_report
 from .losses import get_scenario
 from .sample import MANIFEST, SampleConfig, scenario_sampling, synthesize
 
@@ -97,6 +97,7 @@ def synthetic_sets(snapshots: dict, # run letter -> network snapshot path
                    n_per_class: int, # images per class in each set
                    *, rows=TABLE1_ROWS, sampling: SampleConfig | None = None, # see `row_sampling`
                    device='cpu', # where G and D draw and select
+                   resize: str = 'bicubic', # how G's images reach PCam's 96 px: 'bicubic', or 'nearest' (G's own pixels, repeated)
                    progress: bool = True) -> dict:
     "Write (once) the synthetic set of every augmented row; returns set name -> folder."
     out = {}
@@ -109,7 +110,7 @@ def synthetic_sets(snapshots: dict, # run letter -> network snapshot path
             if had != json.loads(json.dumps(s.to_dict())):
                 raise ConfigError(f"{folder}: holds a synthetic set drawn with sampling {had}, not {s.to_dict()}; "
                                   "remove it or use another out_dir")
-        else: synthesize(snapshots[row.run], folder, s, device=device, progress=progress)
+        else: synthesize(snapshots[row.run], folder, s, device=device, resize=resize, progress=progress)
         out[_set_name(row)] = folder
     return out
 
@@ -135,19 +136,25 @@ def run_table1(snapshots: dict, # run letter -> network snapshot; needs the runs
                sampling: SampleConfig | None = None, # the SA rows' setting (`row_sampling`); None: the scenarios' own
                n_synth_per_class: int | None = None, # default: the real subset's largest class count (1:1)
                head_run: str = 'e', # the run whose discriminator is "HViTGAN Cls Head"
+               resolution: int | None = None, # classifier input side; the real sets must be at it already (`table1_from_data`); None: 96 px PCam
                splits: dict | None = None, # `Splits.to_dict()` of the three datasets, recorded in protocol.json
                progress: bool = True) -> list:
     "Run the Table 1 protocol; write table1.md, .csv, .json and protocol.json to `out_dir` and return the rows."
-    from hvitgan.classifiers import ClassifierRecipe, LabeledConcat, _device, dataset_labels, evaluate_seeds, real_plus_synthetic
+    from hvitgan.classifiers import ClassifierRecipe, LabeledConcat, _device, dataset_labels, evaluate_seeds
+    from hvitgan.data import open_pcam
     from hvitgan.scores import summarize
     out_dir, recipe = Path(out_dir), recipe or ClassifierRecipe()
     if n_synth_per_class is None: n_synth_per_class = int(np.bincount(dataset_labels(real_train)).max())
-    sets = synthetic_sets(snapshots, out_dir / 'synthetic', n_synth_per_class, rows=rows, sampling=sampling,
-                          device=_device(recipe.device), progress=progress)
+    from hvitgan.data import ResizedPatches
+    native = resolution is not None  # G's pixels repeated to 96 px, area-resized back to `resolution`: exact at G's side
+    sets = synthetic_sets(snapshots, out_dir / ('synthetic-native' if native else 'synthetic'), n_synth_per_class, rows=rows,
+                          sampling=sampling, device=_device(recipe.device), resize='nearest' if native else 'bicubic',
+                          progress=progress)
+    view = (lambda ds: ResizedPatches(ds, resolution)) if native else (lambda ds: ds)
     out_dir.mkdir(parents=True, exist_ok=True)
     protocol = dict(snapshots={k: str(v) for k, v in snapshots.items()}, recipe=recipe.to_dict(), seeds=list(seeds),
                     sampling={_set_name(r): row_sampling(r, n_synth_per_class, sampling).to_dict() for r in rows if r.run},
-                    splits=splits, rows=[r.key for r in rows], classifiers=list(classifiers))
+                    splits=splits, rows=[r.key for r in rows], classifiers=list(classifiers), resolution=resolution or 96)
     with atomic_write(out_dir / 'protocol.json') as tmp: tmp.write_text(json.dumps(protocol, indent=1))
     table = []
     for clf in classifiers:
@@ -159,7 +166,7 @@ def run_table1(snapshots: dict, # run letter -> network snapshot; needs the runs
             table.append(dict(row=f"{CLASSIFIER_LABELS[clf]} (joint training, run {head_run})", classifier=clf, key='joint',
                               seeds=1, **res['summary'], runs=[{k: res['runs'][0][k] for k in METRICS}]))
         for row in rows:
-            if row.run is not None: train_ds = real_plus_synthetic(real_train, sets[_set_name(row)])
+            if row.run is not None: train_ds = LabeledConcat([real_train, view(open_pcam(sets[_set_name(row)], 'train'))])
             else: train_ds = real_train if row.repeat == 1 else LabeledConcat([real_train] * row.repeat)
             runs = [_cached(out_dir / 'results' / f'{clf}__{_train_name(row)}__seed{seed}.json',  # one file a seed: resumable
                             lambda: evaluate_seeds(clf, train_ds, val_ds, test_ds, recipe, (seed,), progress=progress, **kw)['runs'][0])
@@ -181,12 +188,10 @@ def format_table(table: list, digits: int = 3) -> str:
 
 def write_table(table: list, stem):
     "Write `stem`.md, .csv and .json (atomically)."
-    stem = Path(stem)
-    with atomic_write(stem.with_suffix('.md')) as tmp: tmp.write_text(format_table(table) + '\n')
-    with atomic_write(stem.with_suffix('.json')) as tmp: tmp.write_text(json.dumps(table, indent=1))
+    write_report(stem, format_table(table), table)
     csv = ['row,seeds,' + ','.join(f'{k}_mean,{k}_std' for k in METRICS)]
     csv += [f'"{r["row"]}",{r["seeds"]},' + ','.join(f'{r[k][0]:.6f},{r[k][1]:.6f}' for k in METRICS) for r in table]
-    with atomic_write(stem.with_suffix('.csv')) as tmp: tmp.write_text('\n'.join(csv) + '\n')
+    with atomic_write(f"{stem}.csv") as tmp: tmp.write_text('\n'.join(csv) + '\n')
 
 # %% ../nbs/12a_table1.ipynb #d6d2faa8
 def paired_stats(a: dict, # seed -> score of the row
@@ -239,9 +244,7 @@ def format_paired(paired: list, digits: int = 3) -> str:
 
 def write_paired(paired: list, stem):
     "Write `stem`.md and .json (atomically)."
-    stem = Path(stem)
-    with atomic_write(stem.with_suffix('.md')) as tmp: tmp.write_text(format_paired(paired) + '\n')
-    with atomic_write(stem.with_suffix('.json')) as tmp: tmp.write_text(json.dumps(paired, indent=1))
+    write_report(stem, format_paired(paired), paired)
 
 # %% ../nbs/12a_table1.ipynb #1b81808c
 def table1_from_data(snapshots: dict, # run letter -> network snapshot
@@ -251,10 +254,12 @@ def table1_from_data(snapshots: dict, # run letter -> network snapshot
                      n_eval: int | None = None, # class-balanced images of each valid half; None: the whole halves
                      test_split: str | None = None, # a real test split instead of the test half (full PCam: 'test')
                      split_seed: int = 0, # seed of `make_splits`
+                     resolution: int | None = None, # classifier input side (e.g. 32, the CPU generators'); None: PCam's 96 px
+                     resize: str = 'area', # how 96 px patches reach `resolution`: 'area' or 'center' (`data.resize_patches`)
                      **kwargs, # the options of `run_table1` (classifiers, rows, seeds, recipe, sampling, ...)
                     ) -> list:
     "Draw the real splits of `data` with `make_splits` and run the Table 1 protocol on them."
-    from hvitgan.data import make_splits, open_pcam
+    from hvitgan.data import ResizedPatches, make_splits, open_pcam
     train, valid = open_pcam(data, 'train'), open_pcam(data, 'valid')
     splits = make_splits(train.labels, valid.labels, n_train=n_real, n_sel=n_eval, n_test=n_eval, seed=split_seed)
     real, sel, test = splits.subsets(train, valid)
@@ -262,4 +267,7 @@ def table1_from_data(snapshots: dict, # run letter -> network snapshot
     if test_split:
         test = open_pcam(data, test_split)
         record['test'] = f"the whole {test_split} split ({len(test)} images) instead of the test half"
-    return run_table1(snapshots, real, sel, test, out_dir, splits=record, **kwargs)
+    if resolution is not None:
+        real, sel, test = (ResizedPatches(d, resolution, resize) for d in (real, sel, test))
+        record['view'] = dict(resolution=resolution, resize=resize)
+    return run_table1(snapshots, real, sel, test, out_dir, splits=record, resolution=resolution, **kwargs)

@@ -2,8 +2,9 @@
 import json, os, subprocess, sys
 
 import pytest
+import torch
 
-from hvitgan.data import make_fake_pcam
+from hvitgan.data import make_fake_pcam, open_pcam, resize_patches
 from hvitgan.training_metrics import Snapshots
 
 
@@ -78,6 +79,19 @@ def test_table1_from_a_run_directory(run):
     assert [(r['classifier'], r['key'], 'control' in r) for r in paired] == [
         ('resnet34', 'cp', False), ('resnet34', 'cp_sa', False), ('hvitgan_head', 'cp', False), ('hvitgan_head', 'cp_sa', False)]
     assert all(r['baseline']['n'] == 1 for r in paired)  # one seed: paired with the baseline's, no test possible
+
+
+def test_table1_at_the_generators_resolution(run):
+    out = run['tmp'] / 'table1-32'
+    hvitgan('table1', '--run', f"e={run['run']}", '--data', run['data'], '--out', out, '--rows', 'cp', '--classifiers', 'resnet34',
+            '--seeds', 0, '--epochs', 1, '--batch', 4, '--max-steps', 1, '--n-real', 8, '--resolution', 32, '--device', 'cpu', '--no-progress')
+    protocol = json.loads((out / 'protocol.json').read_text())
+    assert protocol['resolution'] == 32 and protocol['splits']['view'] == {'resolution': 32, 'resize': 'area'}
+    synth, folder = open_pcam(out / 'synthetic-native' / 'e-plain', 'train'), out / 'synthetic-native' / 'e-plain'
+    x = torch.as_tensor(synth[0][0])  # [3, 96, 96]: each generated pixel repeated 3 x 3
+    assert torch.equal(resize_patches(x[None], 32)[0], x[:, ::3, ::3]) and torch.equal(x, x[:, ::3, ::3].repeat_interleave(3, 1).repeat_interleave(3, 2))
+    assert json.loads((folder / 'manifest.json').read_text())['splits']['train']['resized_with'] == 'nearest'
+    assert not (out / 'synthetic').exists()
 
 
 def test_figures_from_a_run_directory(run):
