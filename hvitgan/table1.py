@@ -17,9 +17,10 @@ from .losses import get_scenario
 from .sample import MANIFEST, SampleConfig, scenario_sampling, synthesize
 
 # %% auto #0
-__all__ = ['TABLE1_ROWS', 'TABLE1_CLASSIFIERS', 'CLASSIFIER_LABELS', 'METRICS', 'REFERENCES', 'AugRow', 'table1_rows',
-           'table1_runs', 'row_sampling', 'synthetic_sets', 'run_table1', 'format_table', 'write_table', 'paired_stats',
-           'paired_table', 'format_paired', 'write_paired', 'table1_from_data']
+__all__ = ['TABLE1_ROWS', 'TABLE1_CLASSIFIERS', 'CLASSIFIER_LABELS', 'METRICS', 'PROTOCOL_KEYS', 'REFERENCES', 'AugRow',
+           'table1_rows', 'table1_runs', 'row_sampling', 'synthetic_sets', 'check_protocol', 'run_table1',
+           'format_table', 'write_table', 'paired_stats', 'paired_table', 'format_paired', 'write_paired',
+           'table1_from_data']
 
 # %% ../nbs/12a_table1.ipynb #42907171
 @dataclass(frozen=True)
@@ -128,6 +129,21 @@ def _head_as_trained(snapshot, test_ds, batch_size: int = 256) -> dict:
     res = evaluate(DiscriminatorHead(load_snapshot(snapshot)[1]), test_ds, batch_size=batch_size)
     return dict(summary={k: (res[k], 0.) for k in METRICS}, runs=[res])
 
+PROTOCOL_KEYS = ('recipe', 'splits', 'resolution')  # what every cached result of an out_dir must share
+
+def check_protocol(path, # protocol.json of an earlier call into the same out_dir (absent: nothing to check)
+                   new: dict, # the protocol of this call
+                  ):
+    "`ConfigError` when `path` records other settings than `new` (the cached results would mix them)."
+    if not Path(path).is_file(): return
+    old = json.loads(Path(path).read_text())
+    for k in PROTOCOL_KEYS:
+        if k in old and old[k] != json.loads(json.dumps(new[k])):
+            raise ConfigError(f"{path}: its results were made with {k} {old[k]}, not {new[k]}; use another out_dir")
+    for run, snap in old.get('snapshots', {}).items():
+        if run in new['snapshots'] and Path(new['snapshots'][run]).resolve() != Path(snap).resolve():
+            raise ConfigError(f"{path}: its results use snapshot {snap} for run {run!r}, not {new['snapshots'][run]}; use another out_dir")
+
 def run_table1(snapshots: dict, # run letter -> network snapshot; needs the runs of `table1_runs(rows)`
                real_train, val_ds, test_ds, # real training subset, selection split, test split
                out_dir, # results, synthetic sets and the table files go here
@@ -141,20 +157,20 @@ def run_table1(snapshots: dict, # run letter -> network snapshot; needs the runs
                progress: bool = True) -> list:
     "Run the Table 1 protocol; write table1.md, .csv, .json and protocol.json to `out_dir` and return the rows."
     from hvitgan.classifiers import ClassifierRecipe, LabeledConcat, _device, dataset_labels, evaluate_seeds
-    from hvitgan.data import open_pcam
+    from hvitgan.data import ResizedPatches, open_pcam
     from hvitgan.scores import summarize
     out_dir, recipe = Path(out_dir), recipe or ClassifierRecipe()
+    protocol = dict(snapshots={k: str(Path(v).resolve()) for k, v in snapshots.items()}, recipe=recipe.to_dict(), seeds=list(seeds), splits=splits,
+                    rows=[r.key for r in rows], classifiers=list(classifiers), resolution=resolution or 96)
+    check_protocol(out_dir / 'protocol.json', protocol)  # before any work
     if n_synth_per_class is None: n_synth_per_class = int(np.bincount(dataset_labels(real_train)).max())
-    from hvitgan.data import ResizedPatches
     native = resolution is not None  # G's pixels repeated to 96 px, area-resized back to `resolution`: exact at G's side
     sets = synthetic_sets(snapshots, out_dir / ('synthetic-native' if native else 'synthetic'), n_synth_per_class, rows=rows,
                           sampling=sampling, device=_device(recipe.device), resize='nearest' if native else 'bicubic',
                           progress=progress)
     view = (lambda ds: ResizedPatches(ds, resolution)) if native else (lambda ds: ds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    protocol = dict(snapshots={k: str(v) for k, v in snapshots.items()}, recipe=recipe.to_dict(), seeds=list(seeds),
-                    sampling={_set_name(r): row_sampling(r, n_synth_per_class, sampling).to_dict() for r in rows if r.run},
-                    splits=splits, rows=[r.key for r in rows], classifiers=list(classifiers), resolution=resolution or 96)
+    protocol['sampling'] = {_set_name(r): row_sampling(r, n_synth_per_class, sampling).to_dict() for r in rows if r.run}
     with atomic_write(out_dir / 'protocol.json') as tmp: tmp.write_text(json.dumps(protocol, indent=1))
     table = []
     for clf in classifiers:

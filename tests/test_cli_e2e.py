@@ -94,6 +94,18 @@ def test_table1_at_the_generators_resolution(run):
     assert not (out / 'synthetic').exists()
 
 
+def test_table1_resumes_only_the_same_protocol(run):
+    out = run['tmp'] / 'table1-parts'
+    base = ['table1', '--run', f"e={run['run']}", '--data', run['data'], '--out', out, '--rows', 'baseline', '--classifiers', 'resnet34',
+            '--batch', 4, '--max-steps', 1, '--n-real', 8, '--resolution', 32, '--device', 'cpu', '--no-progress']
+    hvitgan(*base, '--seeds', 0, '--epochs', 1)
+    hvitgan(*base, '--seeds', 1, '--epochs', 1)  # another part of the same protocol: allowed, its seed added
+    assert sorted(p.name for p in (out / 'results').iterdir()) == ['resnet34__real__seed0.json', 'resnet34__real__seed1.json']
+    r = hvitgan(*base, '--seeds', 2, '--epochs', 2, ok=False)  # another recipe would mix with the cached seeds
+    assert r.returncode == 2 and 'protocol.json: its results were made with recipe' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (out / 'results' / 'resnet34__real__seed2.json').exists()
+
+
 def test_figures_from_a_run_directory(run):
     out = run['tmp'] / 'fig'
     tsne = _fid_weights()
