@@ -256,13 +256,13 @@ def demo(args):
     return 0
 
 def _evaluate_arguments(p):
-    from hvitgan.training_metrics import METRICS
+    from hvitgan.training_metrics import METRIC_PRECISIONS, METRICS
     a = p.add_argument
     a('snapshots', nargs='+', help="network-snapshot-*.pt files or run directories (every snapshot of a run), each evaluated at its run's resolution and view")
     a('--metrics', default='fid,auc,sa', help="comma-separated: " + '; '.join(f"{k}: {m.doc}" for k, m in METRICS.items()))
     a('--n', type=int, default=1000, help="images per evaluation (generated and real, from the selection half of valid)")
     a('--data', default=None, help="PCam folder or HDF5 root (default: the run's data, else the shipped sample)")
-    a('--fp32', action='store_true', help="FID features in float32 (default: bf16 autocast, as during training)")
+    a('--precision', choices=METRIC_PRECISIONS, default='auto', help="FID features: bf16 autocast, fp32, or auto (bf16 where native, as during training)")
     a('--out', default=None, help="also write the results as JSON here")
 
 def _snapshot_paths(items) -> list[Path]:
@@ -275,7 +275,7 @@ def evaluate(args):
     "Run `hvitgan.training_metrics.evaluate_snapshot` on each snapshot and print one line each."
     from hvitgan.core import atomic_write, safe_load
     from hvitgan.train import resolve_data
-    from hvitgan.training_metrics import metric_context, evaluate_snapshot, parse_metrics
+    from hvitgan.training_metrics import metric_bf16, metric_context, evaluate_snapshot, parse_metrics
     parse_metrics(args.metrics)
     if args.n < 2: raise ConfigError(f"--n: need at least 2 images, got {args.n}")
     ctxs, out = {}, {}
@@ -283,7 +283,7 @@ def evaluate(args):
         cfg = TrainConfig.from_dict({k: v for k, v in (safe_load(path).get('config') or {}).items() if k in TrainConfig.__dataclass_fields__})
         if args.data: cfg.data = args.data
         key = (str(resolve_data(cfg)), cfg.img_resolution, cfg.resize)
-        if key not in ctxs: ctxs[key] = metric_context(key[0], key[1], key[2], args.n, bf16=not args.fp32, cache_dir=path.parent.parent / '_fid-cache')
+        if key not in ctxs: ctxs[key] = metric_context(key[0], key[1], key[2], args.n, bf16=metric_bf16(args.precision), cache_dir=path.parent.parent / '_fid-cache')
         out[str(path)] = res = evaluate_snapshot(path, args.metrics, ctxs[key])
         print(f"{path}: " + ', '.join(f"{k} {v['value']:.4g}" + (f" (floor {v['floor']:.4g}, x{v['ratio']:.2f})" if k == 'fid' else '')
                                       for k, v in res.items()), flush=True)

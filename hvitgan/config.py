@@ -61,7 +61,7 @@ class TrainConfig:
     grid_per_class: int = 8  # columns of the fixed-seed image grid (one row per class)
     metrics: str = ''  # comma-separated training-time metrics at snapshot ticks ('fid,auc,sa'); '' = none
     metric_n: int = 1000  # images per FID evaluation (generated and real, selection half of valid) and per AUC
-    metric_bf16: bool = True  # FID Inception features under bf16 autocast (about 5x faster on AMX CPUs; floor alike)
+    metric_precision: str = 'auto'  # FID Inception features: 'bf16' autocast, 'fp32', or 'auto' (bf16 where native: CUDA, AMX or AVX512-BF16 CPUs)
     best_metric: str = ''  # metric that selects network-snapshot-best.pt ('fid': lowest; 'auc': highest); '' = none
     # Speed (GPU options; each also runs on CPU)
     device: str = 'auto'  # 'auto' (cuda when available), 'cpu' or 'cuda'
@@ -119,8 +119,10 @@ def validate(cfg: TrainConfig):
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
     if cfg.resize not in ('area', 'center'): raise ConfigError(f"config key 'resize': expected 'area' or 'center', got {cfg.resize!r}")
     if cfg.metric_n < 2: raise ConfigError(f"config key 'metric_n': must be >= 2, got {cfg.metric_n!r}")
-    from hvitgan.training_metrics import parse_metrics  # the registry, loaded only here (it imports the samplers)
+    from hvitgan.training_metrics import METRIC_PRECISIONS, parse_metrics  # the registry, loaded only here (it imports the samplers)
     parse_metrics(cfg.metrics)
+    if cfg.metric_precision not in METRIC_PRECISIONS:
+        raise ConfigError(f"config key 'metric_precision': expected one of {', '.join(METRIC_PRECISIONS)}, got {cfg.metric_precision!r}")
     if cfg.device not in ('auto', 'cpu', 'cuda') and not cfg.device.startswith('cuda:'):
         raise ConfigError(f"config key 'device': expected 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     for k in ['G_kwargs', 'D_kwargs']:
@@ -129,7 +131,7 @@ def validate(cfg: TrainConfig):
 
 # %% ../nbs/07_config.ipynb #ab531d8d
 CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout', d_cls_gen=False,
-                  total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=5, ema_kimg=10.0, metrics='fid,auc,sa',
+                  total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=10, ema_kimg=10.0, ema_rampup=0.25, metrics='fid,auc,sa',
                   best_metric='fid', grid_per_class=8, device='cpu')
 
 PRESETS = {
@@ -167,7 +169,7 @@ def network_kwargs(cfg: TrainConfig) -> tuple[dict, dict]:
 # %% ../nbs/07_config.ipynb #2e22c988
 ARCH_FIELDS = ('net_size', 'G_kwargs', 'D_kwargs', 'img_resolution', 'scenario')
 RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
-                    'best_metric', 'metrics', 'metric_n', 'metric_bf16', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic',
+                    'best_metric', 'metrics', 'metric_n', 'metric_precision', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic',
                     'fused_d', 'cuda_graphs')
 
 def config_diff(old: dict, new: TrainConfig) -> list[str]:

@@ -451,8 +451,8 @@ def _real_grid(dataset, cfg: TrainConfig, c_dim: int, path):
 def _config_metrics(cfg: TrainConfig, run_dir: Path, device) -> dict:
     "The training-time metrics named by `cfg.metrics`, on the selection half of the run's data (rank 0 only)."
     if not cfg.metrics: return {}
-    from hvitgan.training_metrics import metric_context, metric_fns
-    ctx = metric_context(resolve_data(cfg), cfg.img_resolution, cfg.resize, cfg.metric_n, bf16=cfg.metric_bf16,
+    from hvitgan.training_metrics import metric_bf16, metric_context, metric_fns
+    ctx = metric_context(resolve_data(cfg), cfg.img_resolution, cfg.resize, cfg.metric_n, bf16=metric_bf16(cfg.metric_precision, device),
                          cache_dir=run_dir.parent / '_fid-cache')
     return metric_fns(cfg.metrics, ctx)
 

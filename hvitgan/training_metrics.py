@@ -22,9 +22,9 @@ from .sample import _device, load_snapshot, select_mask, truncated_normal
 from .scores import MetricResult, classification_metrics
 
 # %% auto #0
-__all__ = ['SPLIT_SEED', 'SA_SAMPLING', 'METRICS', 'PICKS', 'MetricContext', 'metric_context', 'Metric', 'register_metric',
-           'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot', 'read_metric', 'plot_metric_curves',
-           'Snapshots', 'fid_of_snapshots']
+__all__ = ['SPLIT_SEED', 'SA_SAMPLING', 'METRIC_PRECISIONS', 'METRICS', 'PICKS', 'MetricContext', 'metric_bf16', 'metric_context',
+           'Metric', 'register_metric', 'parse_metrics', 'fid', 'auc', 'sa', 'metric_fns', 'evaluate_snapshot',
+           'read_metric', 'plot_metric_curves', 'Snapshots', 'fid_of_snapshots']
 
 # %% ../nbs/10a_training_metrics.ipynb #91f462a2
 SPLIT_SEED = 0  # seed of `make_splits` (the same selection / test halves as Table 1 and the demo)
@@ -45,12 +45,26 @@ class MetricContext:
     @property
     def n(self) -> int: return len(self.sel_labels)
 
+METRIC_PRECISIONS = ('auto', 'bf16', 'fp32')
+
+def metric_bf16(precision: str = 'auto', # 'bf16', 'fp32', or 'auto': bf16 where it is native
+                device=None,             # where the features run; None: CUDA when available, else the CPU
+                ) -> bool:
+    "Whether FID features run under bf16 autocast: on CUDA and on CPUs with AMX or AVX512-BF16 when 'auto'."
+    if precision not in METRIC_PRECISIONS:
+        raise ConfigError(f"metric precision {precision!r}: expected one of {', '.join(METRIC_PRECISIONS)}")
+    if precision != 'auto': return precision == 'bf16'
+    device = torch.device(device if device is not None else 'cuda' if torch.cuda.is_available() else 'cpu')
+    return device.type == 'cuda' or torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
 def metric_context(root,                 # PCam folder or HDF5 root with 'train' and 'valid' splits
                    res: int,             # training resolution
                    resize: str = 'area', # the training view of the 96 px patches (`resize_patches`)
                    n: int = 1000,        # images per evaluation (at most the selection half)
-                   *, bf16: bool = True, cache_dir=None, seed: int = SPLIT_SEED) -> MetricContext:
+                   *, bf16: bool | None = None, # bf16 Inception features; None: where native (`metric_bf16('auto', ...)`)
+                   cache_dir=None, seed: int = SPLIT_SEED) -> MetricContext:
     "Load the selection-half and train images the metrics need, once, at the training resolution."
+    if bf16 is None: bf16 = metric_bf16('auto')
     valid, train = open_pcam(root, 'valid'), open_pcam(root, 'train')
     n = min(n, len(make_splits(train.labels, valid.labels, seed=seed).sel))
     splits = make_splits(train.labels, valid.labels, n_train=n, n_sel=n, seed=seed)
