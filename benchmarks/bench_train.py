@@ -10,6 +10,7 @@ reads apart), kernel launches and FLOPs with the profiler and `torch.utils.flop_
     OMP_NUM_THREADS=2 python benchmarks/bench_train.py --presets tiny --device cpu --steps 10
     python benchmarks/bench_train.py --presets paper small --device cuda --bf16 --tf32 --modes eager fused graphed
     OMP_NUM_THREADS=2 python benchmarks/bench_train.py --presets cpu --device cpu --no-profile --g-kwargs '{"windows": [null, 8, 8]}'
+    OMP_NUM_THREADS=2 python benchmarks/bench_train.py --presets cpu --device cpu --no-profile --set gp_batch=8
 """
 import argparse, copy, functools, json, platform, time, warnings
 
@@ -17,6 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from hvitgan.cli import _parse_set
 from hvitgan.config import make_config
 from hvitgan.core import make_generator
 from hvitgan.diffaug import diff_augment
@@ -39,10 +41,10 @@ def _peak(device):
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
-def make_step(preset, device, mode, bf16, tf32, batch=None, G_kwargs=None):
-    "A TrainStep of `preset` in `mode` on `device` (`G_kwargs`: generator keywords replacing the preset's), and endless random real batches."
+def make_step(preset, device, mode, bf16, tf32, batch=None, G_kwargs=None, overrides=None):
+    "A TrainStep of `preset` in `mode` on `device` (`G_kwargs`: generator keywords replacing the preset's; `overrides`: other config fields), and endless random real batches."
     kw = dict(device=device.type, bf16=bf16, tf32=tf32, **MODES[mode], **({'batch_size': batch} if batch else {}),
-              **({'G_kwargs': G_kwargs} if G_kwargs else {}))
+              **({'G_kwargs': G_kwargs} if G_kwargs else {}), **(overrides or {}))
     cfg = make_config(preset, 'e', **kw)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.manual_seed(0)
@@ -51,7 +53,7 @@ def make_step(preset, device, mode, bf16, tf32, batch=None, G_kwargs=None):
     opt_G, opt_D = build_optimizers(cfg, G, D, wG, wD)
     gen = make_generator(2, device)
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen)
-    loss = HViTGANLoss(D, get_scenario(cfg.scenario), wG, wD, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight,
+    loss = HViTGANLoss(D, get_scenario(cfg.scenario), wG, wD, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight, gp_batch=cfg.gp_batch,
                        generator=gen, fused=cfg.fused_d, d_cls_gen=cfg.d_cls_gen)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     step = TrainStep(cfg, G, G, D, G_ema, loss, opt_G, opt_D, wG, wD, make_generator(1), device, generators=[gen])
@@ -61,11 +63,11 @@ def make_step(preset, device, mode, bf16, tf32, batch=None, G_kwargs=None):
     return cfg, step, reals, (G, D)
 
 
-def bench(preset, device, mode, steps, warmup, bf16, tf32, batch=None, profile_kernels=True, G_kwargs=None):
+def bench(preset, device, mode, steps, warmup, bf16, tf32, batch=None, profile_kernels=True, G_kwargs=None, overrides=None):
     "ms per D step (amortised), img/s, host syncs, kernel launches and FLOPs per D step for one mode."
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        cfg, step, reals, (G, D) = make_step(preset, device, mode, bf16, tf32, batch, G_kwargs)
+        cfg, step, reals, (G, D) = make_step(preset, device, mode, bf16, tf32, batch, G_kwargs, overrides)
         n = cfg.n_critic
         nimg = lambda k: k * n * cfg.batch_size
         for k in range(warmup): step.run(reals, nimg(k))   # graph warm-up and capture happen here
@@ -102,6 +104,8 @@ def main():
     p.add_argument('--batch', type=int, default=None, help="override the preset's batch size")
     p.add_argument('--g-kwargs', type=json.loads, default=None, metavar='JSON',
                    help='generator keywords replacing the preset\'s, e.g. \'{"windows": [null, 8, 8]}\'')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
+                   help="any other TrainConfig field, as for `hvitgan train`, e.g. --set gp_batch=8 (repeatable)")
     p.add_argument('--bf16', action='store_true'); p.add_argument('--tf32', action='store_true')
     p.add_argument('--no-profile', action='store_true', help='skip the kernel count (the profiler is slow on CPUs)')
     a = p.parse_args()
@@ -116,7 +120,8 @@ def main():
     for preset in a.presets:
         for mode in a.modes:
             t = time.time()
-            r = bench(preset, device, mode, a.steps, a.warmup, a.bf16, a.tf32, a.batch, not a.no_profile, a.g_kwargs)
+            r = bench(preset, device, mode, a.steps, a.warmup, a.bf16, a.tf32, a.batch, not a.no_profile, a.g_kwargs,
+                      _parse_set(a.overrides))
             launches = '-' if r['launches'] is None else f"{r['launches']:.0f}"
             peak = '-' if r['peak'] is None else f"{100 * r['peak']:.2f}%"
             print(f"{r['preset']:7} {r['mode']:15} {r['batch']:5d} {r['n_critic']:6d} {r['ms']:10.2f} {r['img_s']:8.1f} "

@@ -43,6 +43,7 @@ class TrainConfig:
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
     d_cls_gen: bool = True  # D's class term y_3 on generated images (the paper); False = D's class head learns real images only
     gp_every: int = 1  # lazy GP (StyleGAN2): the penalty on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper)
+    gp_batch: int = 0  # the GP on the first k real and generated images of each D step; 0 = the whole batch (the paper)
     # Optimisation (Sec. 3.2)
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun
     lr_G: float = 1e-4  # Adam learning rate of G and its sigma
@@ -115,6 +116,8 @@ def validate(cfg: TrainConfig):
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
     if not 0 <= cfg.seed < 2**32: raise ConfigError(f"config key 'seed': must be in [0, 2**32), got {cfg.seed!r}")
     if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")
+    if not 0 <= cfg.gp_batch <= cfg.batch_size:
+        raise ConfigError(f"config key 'gp_batch': must be between 0 (the whole batch) and batch_size={cfg.batch_size}, got {cfg.gp_batch!r}")
     for k in ['beta1', 'beta2']:
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
     if cfg.resize not in ('area', 'center'): raise ConfigError(f"config key 'resize': expected 'area' or 'center', got {cfg.resize!r}")

@@ -17,9 +17,9 @@ from .attention import Transformer, pos_embedding
 from .core import ConfigError, assert_shape
 
 # %% auto #0
-__all__ = ['GENERATOR_SIZES', 'MIN_LAST_WIDTH', 'MIN_HEAD_DIM', 'CAPACITY_EXEMPT', 'ConditionalLayerNorm', 'bicubic_upsample',
-           'pixel_upsample', 'GeneratorStage', 'label_onehot', 'generator_inputs', 'Generator', 'check_capacity',
-           'build_generator', 'param_count', 'forward_gflops']
+__all__ = ['GENERATOR_SIZES', 'MIN_LAST_WIDTH', 'MIN_HEAD_DIM', 'CAPACITY_EXEMPT', 'ConditionalLayerNorm', 'bicubic_matrix',
+           'bicubic_upsample', 'pixel_upsample', 'GeneratorStage', 'label_onehot', 'generator_inputs', 'Generator',
+           'check_capacity', 'build_generator', 'param_count', 'forward_gflops']
 
 # %% ../nbs/03_generator.ipynb #f04ce818
 class ConditionalLayerNorm(nn.Module):
@@ -44,13 +44,23 @@ class ConditionalLayerNorm(nn.Module):
         return F.layer_norm(x, (self.dim,), eps=self.eps) * gamma + beta
 
 # %% ../nbs/03_generator.ipynb #07660190
+def bicubic_matrix(side: int,           # map side S
+                   dtype=torch.float32, # dtype of the result
+                   device=None,         # device of the result
+                   ) -> torch.Tensor:   # [2S, S]
+    "The matrix U of bicubic x2 upsampling along one axis (align_corners=False, border clamped): `F.interpolate` of the identity."
+    eye = torch.eye(side, device=device)[None, None]  # [1, 1, S, S]: interpolate the rows only
+    return F.interpolate(eye, size=(2 * side, side), mode='bicubic', align_corners=False)[0, 0].to(dtype)
+
 def bicubic_upsample(x: torch.Tensor,  # tokens [N, S*S, C]
                      side: int,        # map side S
                      ) -> torch.Tensor:# [N, 4*S*S, C]
-    "Bicubic x2 upsampling of a token map, channels kept (stage 1)."
-    x = rearrange(x, 'n (h w) c -> n c h w', h=side, w=side)
-    x = F.interpolate(x, scale_factor=2, mode='bicubic', align_corners=False)
-    return rearrange(x, 'n c h w -> n (h w) c')
+    "Bicubic x2 upsampling of a token map, channels kept (stage 1): U X U^T as two batched matrix products."
+    n, _, c = x.shape
+    U = bicubic_matrix(side, x.dtype, x.device)              # [2S, S]
+    x = U @ x.reshape(n, side, side * c)                     # along h: [N, 2S, S*C]
+    x = U @ x.reshape(n * 2 * side, side, c)                 # along w: [N*2S, 2S, C]
+    return x.reshape(n, 4 * side * side, c)
 
 def pixel_upsample(x: torch.Tensor,  # tokens [N, S*S, C]
                    side: int,        # map side S
@@ -58,6 +68,7 @@ def pixel_upsample(x: torch.Tensor,  # tokens [N, S*S, C]
     "Pixel shuffle x2 of a token map: side doubled, channels quartered (stages 2-4)."
     x = rearrange(x, 'n (h w) (c i j) -> n h i w j c', h=side, w=side, i=2, j=2)
     return rearrange(x, 'n h i w j c -> n (h i w j) c')
+
 
 # %% ../nbs/03_generator.ipynb #ddcbd432
 class GeneratorStage(nn.Module):

@@ -281,6 +281,7 @@ class HViTGANLoss:
                  gp_weight: float = 10.,        # lambda of Eq. 2; 0 = no penalty (and no interpolates)
                  drift_weight: float = 1e-3,    # weight of the drift term mean(D(x))^2; 0 = off
                  gp_augment: bool = True,       # apply `augment` to the GP interpolates too
+                 gp_batch: int = 0,             # interpolates per D step: the first k real and generated images; 0 = all
                  cls_augment: Callable | None = None,  # label-safe T for a second D pass that feeds the class terms; None = off
                  generator: torch.Generator | None = None,  # source of the GP's per-sample alpha
                  fused: bool = False,           # one D call per step on the concatenated inputs (same draws, fewer kernels)
@@ -291,6 +292,8 @@ class HViTGANLoss:
         self.augment, self.cls_augment, self.generator = augment, cls_augment, generator
         self.gp_weight, self.drift_weight = float(gp_weight), float(drift_weight)
         self.gp_augment, self.fused, self.d_cls_gen = bool(gp_augment), bool(fused), bool(d_cls_gen)
+        if not isinstance(gp_batch, int) or gp_batch < 0: raise ConfigError(f"gp_batch={gp_batch!r} must be an integer >= 0")
+        self.gp_batch = gp_batch
         for who, w, tasks in zip('GD', (weights_G, weights_D), self.scenario.weighted_tasks):
             if tuple(_unwrap(w).tasks) != tasks:
                 raise ConfigError(f"weights_{who}: holds {_unwrap(w).tasks} but scenario ({self.scenario.name}) "
@@ -301,19 +304,20 @@ class HViTGANLoss:
     def _d_passes(self, real_img, gen_img, want_gp: bool):
         "Critic scores, class logits and the GP of the D step: (real_s, gen_s, real_l, gen_l, gp, gp_norms)."
         n = real_img.shape[0]
-        xhat = gp_interpolates(real_img, gen_img, self.generator) if want_gp else None
+        k = min(self.gp_batch or n, n)                                           # GP rows
+        xhat = gp_interpolates(real_img[:k], gen_img[:k], self.generator) if want_gp else None
         xhat_in = (self._aug(xhat) if self.gp_augment else xhat) if want_gp else None
         if self.fused:   # one D call on [T(real), T(gen), T(xhat), C(real), C(gen)], augmented in the unfused order
             parts = [self._aug(real_img), self._aug(gen_img)] + ([xhat_in] if want_gp else [])
             if self.cls_augment is not None: parts += [self.cls_augment(real_img), self.cls_augment(gen_img)]
             scores, logits = self.D(torch.cat(parts))                            # [M], [M, K]
             real_s, gen_s, real_l, gen_l = scores[:n], scores[n:2 * n], logits[:n], logits[n:2 * n]
-            gp_s = scores[2 * n:3 * n] if want_gp else None
+            gp_s = scores[2 * n:2 * n + k] if want_gp else None
             if self.cls_augment is not None: real_l, gen_l = logits[-2 * n:-n], logits[-n:]
         else:
             real_s, real_l = self.D(self._aug(real_img))                         # [N], [N, K]
             gen_s, gen_l = self.D(self._aug(gen_img))                            # [N], [N, K]
-            gp_s = self.D(xhat_in)[0] if want_gp else None                       # [N]
+            gp_s = self.D(xhat_in)[0] if want_gp else None                       # [k]
             if self.cls_augment is not None:
                 real_l, gen_l = self.D(self.cls_augment(real_img))[1], self.D(self.cls_augment(gen_img))[1]
         gp, norms = penalty_from_scores(gp_s, xhat) if want_gp else (real_s.new_zeros((), dtype=torch.float32),) * 2

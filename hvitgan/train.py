@@ -568,7 +568,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     cls_aug = functools.partial(diff_augment, policy=LABEL_SAFE_POLICY, generator=gen_aug) if cfg.cls_label_safe else None
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen_aug) if cfg.augment else None
     loss = HViTGANLoss(D, scenario, weights_G, weights_D, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight,
-                       gp_augment=cfg.gp_augment, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d,
+                       gp_augment=cfg.gp_augment, gp_batch=cfg.gp_batch, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d,
                        d_cls_gen=cfg.d_cls_gen)
     step = TrainStep(cfg, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D, gen_z, device, generators=[gen_aug])
     reals = RealBatches(dataset, cfg, device, position=data_pos)
