@@ -16,7 +16,8 @@ from .core import ConfigError
 
 # %% auto #0
 __all__ = ['ATTENTION_IMPLS', 'window_partition', 'window_reverse', 'relative_position_index', 'RelativePositionBias',
-           'attention_math', 'Attention', 'FeedForward', 'Block', 'Transformer', 'pos_embedding']
+           'attention_math', 'Attention', 'halo_position_index', 'HaloAttention', 'FeedForward', 'Block', 'Transformer',
+           'pos_embedding']
 
 # %% ../nbs/02_attention.ipynb #acfa5f13
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -92,6 +93,52 @@ class Attention(nn.Module):
         else: out = attention_math(q, k, v, bias)
         return self.to_out(rearrange(out, 'b h n d -> b n (h d)'))
 
+# %% ../nbs/02_attention.ipynb #9f3e5b8d
+def halo_position_index(window: int, halo: int) -> torch.Tensor:
+    "Index [window^2, (window + 2 halo)^2] into a ((2 (window + halo) - 1)^2)-row table of query-key offsets."
+    q = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')).flatten(1)   # [2, w*w]
+    kside = window + 2 * halo
+    k = torch.stack(torch.meshgrid(torch.arange(kside), torch.arange(kside), indexing='ij')).flatten(1) - halo
+    rel = q[:, :, None] - k[:, None, :] + (window + halo - 1)   # query minus key, as in Swin: [2, w*w, K*K]
+    return rel[0] * (2 * (window + halo) - 1) + rel[1]
+
+class HaloAttention(nn.Module):
+    "Multi-head attention of each window of a square map over the window grown by `halo` tokens (HaloNet)."
+    def __init__(self,
+                 dim: int,             # token width C
+                 heads: int,           # number of heads; must divide `dim`
+                 window: int,          # query window side in tokens; must divide map_size
+                 halo: int,            # tokens the keys reach past the window on each side
+                 map_size: int,        # side of the square token map
+                 qkv_bias: bool = False):
+        super().__init__()
+        if dim % heads: raise ConfigError(f"heads={heads} must divide the width dim={dim}")
+        if not isinstance(window, int) or window < 1 or map_size % window:
+            raise ConfigError(f"window={window!r} must divide the token map side {map_size}")
+        if not isinstance(halo, int) or halo < 0: raise ConfigError(f"halo={halo!r} must be an integer >= 0")
+        self.heads, self.window, self.halo, self.map_size = heads, window, halo, map_size
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.to_out = nn.Linear(dim, dim)
+        self.table = nn.Parameter(torch.zeros((2 * (window + halo) - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        self.register_buffer('index', halo_position_index(window, halo), persistent=False)
+        inside = rearrange(self._grown(torch.ones(1, map_size, map_size, 1)), '1 y x 1 ky kx -> (y x) 1 1 (ky kx)')
+        self.register_buffer('pad_mask', torch.zeros_like(inside).masked_fill(inside == 0, float('-inf')),
+                             persistent=False)                                      # [nW, 1, 1, K^2]
+
+    def _grown(self, t: torch.Tensor) -> torch.Tensor:  # [B, s, s, C] -> a view [B, nY, nX, C, K, K]: windows + halo
+        k, hl = self.window + 2 * self.halo, self.halo
+        return F.pad(t, (0, 0, hl, hl, hl, hl)).unfold(1, k, self.window).unfold(2, k, self.window)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # [B, s^2, C] -> [B, s^2, C]
+        s, w, h, c = self.map_size, self.window, self.heads, x.shape[-1]
+        q, kv = self.to_qkv(x).view(x.shape[0], s, s, 3 * c).split([c, 2 * c], dim=-1)     # [B, s, s, C], [B, s, s, 2C]
+        q = rearrange(q, 'b (y wy) (x wx) (h d) -> b (y x) h (wy wx) d', h=h, wy=w, wx=w)    # [B, nW, h, w^2, d]
+        k, v = rearrange(self._grown(kv), 'b y x (two h d) ky kx -> two b (y x) h (ky kx) d', two=2, h=h)  # [B, nW, h, K^2, d]
+        bias = rearrange(self.table[self.index.view(-1)], '(i j) h -> h i j', i=w * w)      # [h, w^2, K^2]
+        out = attention_math(q, k, v, (bias + self.pad_mask).to(q.dtype))                 # [B, nW, h, w^2, d]
+        return self.to_out(rearrange(out, 'b (y x) h (wy wx) d -> b (y wy x wx) (h d)', y=s // w, wy=w))
+
 # %% ../nbs/02_attention.ipynb #ddcc34d9
 class FeedForward(nn.Sequential):
     "Two-layer MLP with GELU: [..., dim] -> [..., dim]."
@@ -108,10 +155,11 @@ class Block(nn.Module):
                  heads: int = 4,            # attention heads
                  mlp_ratio: float = 4.0,    # MLP hidden width / dim
                  window: int | None = None, # side of the relative-bias window; None: no relative bias
-                 impl: str = 'math'):       # attention implementation (see `Attention`)
+                 impl: str = 'math',        # attention implementation (see `Attention`)
+                 attn: nn.Module | None = None): # a token mixer to use instead of `Attention` (same [B, N, C] in and out)
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, window=window, impl=impl)
+        self.attn = Attention(dim, heads, window=window, impl=impl) if attn is None else attn
         self.mlp = FeedForward(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # [B, N, C]
@@ -120,7 +168,7 @@ class Block(nn.Module):
 
 # %% ../nbs/02_attention.ipynb #d8aaf229
 class Transformer(nn.Module):
-    "`depth` encoder blocks over the tokens [B, map_size^2, C] of a square map, full or in windows."
+    "`depth` encoder blocks over the tokens [B, map_size^2, C] of a square map: full, in windows, or in windows with a halo."
     def __init__(self,
                  dim: int,                    # token width
                  depth: int,                  # number of blocks
@@ -131,18 +179,21 @@ class Transformer(nn.Module):
                  mlp_ratio: float = 4.0,      # MLP hidden width / dim
                  rel_pos: bool = True,        # relative-position bias in every block (needs map_size)
                  impl: str = 'math',          # attention implementation: 'math', 'sdpa' or 'auto'
-                 shift: bool = False):        # every second block shifts the windows by half a window (Swin)
+                 shift: bool = False,         # every second block shifts the windows by half a window (Swin)
+                 halo: int = 0):              # windowed: keys reach `halo` tokens past each window (`HaloAttention`)
         super().__init__()
         if window is not None and map_size is None: raise ConfigError(f"window={window} needs a map_size")
         self.map_size, self.window = map_size, min(window or map_size, map_size) if map_size else None
         self.shift = shift
         if map_size is not None and (self.window < 1 or map_size % self.window):
             raise ConfigError(f"window={window} must divide the token map side {map_size}")
+        self.halo = halo if self.map_size is not None and self.window < self.map_size else 0   # a whole-map window has no halo
+        mixers = [HaloAttention(dim, heads, self.window, self.halo, map_size) if self.halo else None for _ in range(depth)]
         bias_window = self.window if (rel_pos and map_size is not None) else None
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, window=bias_window, impl=impl) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, window=bias_window, impl=impl, attn=m) for m in mixers])
 
     @property
-    def windowed(self) -> bool: return self.map_size is not None and self.window < self.map_size
+    def windowed(self) -> bool: return not self.halo and self.map_size is not None and self.window < self.map_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # [B, N, C] -> [B, N, C]
         if not self.windowed:

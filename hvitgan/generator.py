@@ -84,7 +84,8 @@ class GeneratorStage(nn.Module):
                  stage_norm: str = 'ln',     # norm when cond_dim is None: 'ln' (learned affine) or 'none'
                  mlp_ratio: float = 4.0,     # MLP hidden width / token width
                  attention: str = 'auto',    # attention implementation: 'math', 'sdpa' or 'auto'
-                 shift: bool = False):       # shifted windows in every second block (`Transformer`)
+                 shift: bool = False,        # shifted windows in every second block (`Transformer`)
+                 halo: int = 0):             # windows' keys reach this many tokens past their borders (`Transformer`)
         super().__init__()
         self.in_side, self.upsample = in_side, upsample
         self.side = 2 * in_side
@@ -95,7 +96,7 @@ class GeneratorStage(nn.Module):
         else: self.norm = nn.Identity()
         self.pos_embed = pos_embedding(self.side ** 2, self.dim)
         self.blocks = Transformer(self.dim, depth, heads, map_size=self.side, window=window,
-                                  mlp_ratio=mlp_ratio, impl=attention, shift=shift)
+                                  mlp_ratio=mlp_ratio, impl=attention, shift=shift, halo=halo)
 
     def forward(self,
                 x: torch.Tensor,      # [N, in_side^2, in_dim]
@@ -110,7 +111,8 @@ class GeneratorStage(nn.Module):
 def _as_list(v): return list(v) if isinstance(v, (list, tuple)) else v
 
 def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, depths, heads, windows,
-                           img_channels, mlp_ratio, cond_proj, stage_norm, upsample) -> list[tuple[int, int]]:
+                           img_channels, mlp_ratio, cond_proj, stage_norm, upsample,
+                           halo=0) -> list[tuple[int, int]]:
     "Validate the generator's keywords; return bottom_width and (map side, width) per stage; ConfigError names the argument."
     n = len(depths)
     if n < 1: raise ConfigError("depths: need at least one stage")
@@ -129,6 +131,7 @@ def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, d
     if not mlp_ratio > 0: raise ConfigError(f"mlp_ratio={mlp_ratio} must be positive")
     if stage_norm not in ('ln', 'none'): raise ConfigError(f"stage_norm={stage_norm!r} must be 'ln' or 'none'")
     if upsample not in ('pixel', 'bicubic'): raise ConfigError(f"upsample={upsample!r} must be 'pixel' or 'bicubic'")
+    if not isinstance(halo, int) or halo < 0: raise ConfigError(f"halo={halo!r} must be an integer >= 0")
     if img_resolution != bottom_width * 2 ** n:
         raise ConfigError(f"img_resolution={img_resolution} must equal bottom_width * 2**len(depths) = "
                           f"{bottom_width} * 2**{n} = {bottom_width * 2 ** n}")
@@ -171,15 +174,18 @@ class Generator(nn.Module):
                  stage_norm: str = 'ln',                # stage norm without CP: 'ln' (affine) or 'none'
                  attention: str = 'auto',               # 'auto' (torch SDPA on CUDA, math on CPU), 'sdpa' or 'math'
                  upsample: str = 'pixel',               # stages 2+: 'pixel' (shuffle, TransGAN) or 'bicubic' (+ linear)
-                 shift_windows: bool = False):          # grid attention: shift the windows of every second block (Swin)
+                 shift_windows: bool = False,           # grid attention: shift the windows of every second block (Swin)
+                 halo: int = 0):                        # grid attention: keys reach this many tokens past each window (HaloNet)
         super().__init__()
         depths, heads, windows = list(depths), list(heads), list(windows)
         bottom_width, stages = _check_generator_sizes(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows,
-            img_channels=img_channels, mlp_ratio=mlp_ratio, cond_proj=cond_proj, stage_norm=stage_norm, upsample=upsample)
+            img_channels=img_channels, mlp_ratio=mlp_ratio, cond_proj=cond_proj, stage_norm=stage_norm, upsample=upsample,
+            halo=halo)
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows, mlp_ratio=mlp_ratio,
-            cond_proj=cond_proj, stage_norm=stage_norm, attention=attention, upsample=upsample, shift_windows=shift_windows)
+            cond_proj=cond_proj, stage_norm=stage_norm, attention=attention, upsample=upsample, shift_windows=shift_windows,
+            halo=halo)
         self.z_dim, self.c_dim, self.img_resolution, self.img_channels = z_dim, c_dim, img_resolution, img_channels
         self.bottom_width, self.cond_proj, self.n_stages = bottom_width, cond_proj, len(depths)
         cond_dim = z_dim // self.n_stages + c_dim if cond_proj else None
@@ -190,7 +196,8 @@ class Generator(nn.Module):
         for i, (side, width) in enumerate(stages):
             up = 'bicubic' if i == 0 else 'pixel' if upsample == 'pixel' else 'bicubic_proj'
             self.stages.append(GeneratorStage(in_dim, in_side, up, depths[i], heads[i],
-                                              windows[i], cond_dim, stage_norm, mlp_ratio, attention, shift_windows))
+                                              windows[i], cond_dim, stage_norm, mlp_ratio, attention, shift_windows,
+                                              halo))
             in_dim, in_side = width, side
         self.to_rgb = nn.Linear(in_dim, img_channels)
 
