@@ -188,6 +188,7 @@ class Transformer(nn.Module):
         if map_size is not None and (self.window < 1 or map_size % self.window):
             raise ConfigError(f"window={window} must divide the token map side {map_size}")
         self.halo = halo if self.map_size is not None and self.window < self.map_size else 0   # a whole-map window has no halo
+        if self.halo and shift: raise ConfigError(f"shift=True and halo={halo} both cross window borders: choose one")
         mixers = [HaloAttention(dim, heads, self.window, self.halo, map_size) if self.halo else None for _ in range(depth)]
         bias_window = self.window if (rel_pos and map_size is not None) else None
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, window=bias_window, impl=impl, attn=m) for m in mixers])
