@@ -16,8 +16,7 @@ from .core import ConfigError
 
 # %% auto #0
 __all__ = ['ATTENTION_IMPLS', 'window_partition', 'window_reverse', 'relative_position_index', 'RelativePositionBias',
-           'attention_math', 'Attention', 'halo_position_index', 'HaloAttention', 'FeedForward', 'Block', 'Transformer',
-           'pos_embedding']
+           'attention_math', 'Attention', 'HaloAttention', 'FeedForward', 'Block', 'Transformer', 'pos_embedding']
 
 # %% ../nbs/02_attention.ipynb #acfa5f13
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -30,11 +29,15 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
                      h=height // window, w=width // window, wh=window, ww=window)
 
 # %% ../nbs/02_attention.ipynb #ca362048
-def relative_position_index(window: int) -> torch.Tensor:
-    "Index [window^2, window^2] into a ((2 window - 1)^2)-row table of relative offsets (Swin)."
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')).flatten(1)  # [2, w*w]
-    rel = coords[:, :, None] - coords[:, None, :] + (window - 1)                                              # [2, w*w, w*w]
-    return rel[0] * (2 * window - 1) + rel[1]
+def relative_position_index(window: int,   # side of the square query window
+                            halo: int = 0,  # keys reach this many tokens past the window (`HaloAttention`); 0: keys = queries
+                            ) -> torch.Tensor:
+    "Index [window^2, (window + 2 halo)^2] into a ((2 (window + halo) - 1)^2)-row table of query-minus-key offsets (Swin)."
+    q = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')).flatten(1)   # [2, w*w]
+    kside = window + 2 * halo
+    k = torch.stack(torch.meshgrid(torch.arange(kside), torch.arange(kside), indexing='ij')).flatten(1) - halo
+    rel = q[:, :, None] - k[:, None, :] + (window + halo - 1)                                              # [2, w*w, K*K]
+    return rel[0] * (2 * (window + halo) - 1) + rel[1]
 
 class RelativePositionBias(nn.Module):
     "Learned bias [heads, window^2, window^2] added to attention logits, one entry per 2-D offset and head."
@@ -94,14 +97,6 @@ class Attention(nn.Module):
         return self.to_out(rearrange(out, 'b h n d -> b n (h d)'))
 
 # %% ../nbs/02_attention.ipynb #9f3e5b8d
-def halo_position_index(window: int, halo: int) -> torch.Tensor:
-    "Index [window^2, (window + 2 halo)^2] into a ((2 (window + halo) - 1)^2)-row table of query-key offsets."
-    q = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')).flatten(1)   # [2, w*w]
-    kside = window + 2 * halo
-    k = torch.stack(torch.meshgrid(torch.arange(kside), torch.arange(kside), indexing='ij')).flatten(1) - halo
-    rel = q[:, :, None] - k[:, None, :] + (window + halo - 1)   # query minus key, as in Swin: [2, w*w, K*K]
-    return rel[0] * (2 * (window + halo) - 1) + rel[1]
-
 class HaloAttention(nn.Module):
     "Multi-head attention of each window of a square map over the window grown by `halo` tokens (HaloNet)."
     def __init__(self,
@@ -121,7 +116,7 @@ class HaloAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.table = nn.Parameter(torch.zeros((2 * (window + halo) - 1) ** 2, heads))
         nn.init.trunc_normal_(self.table, std=0.02)
-        self.register_buffer('index', halo_position_index(window, halo), persistent=False)
+        self.register_buffer('index', relative_position_index(window, halo), persistent=False)
         inside = rearrange(self._grown(torch.ones(1, map_size, map_size, 1)), '1 y x 1 ky kx -> (y x) 1 1 (ky kx)')
         self.register_buffer('pad_mask', torch.zeros_like(inside).masked_fill(inside == 0, float('-inf')),
                              persistent=False)                                      # [nW, 1, 1, K^2]
