@@ -31,6 +31,7 @@ class TrainConfig:
     img_resolution: int = 32  # training resolution; PCam's 96 px images are brought to it as `resize` says
     resize: str = 'area'  # 96 px -> img_resolution: 'area' (area-resize the whole patch) or 'center' (central crop)
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    preload: bool = False  # decode the training images into memory once (uint8) and batch from there: the loader's batches, no per-batch decoding
     # Networks
     net_size: str = 'tiny'  # named size of G and D: 'tiny', 'cpu', 'small', 'paper' (ViT) or 'conv' (the control)
     G_kwargs: dict = field(default_factory=dict)  # overrides of the generator's constructor keywords
@@ -51,6 +52,7 @@ class TrainConfig:
     beta1: float = 0.0  # Adam beta1
     beta2: float = 0.99  # Adam beta2
     n_critic: int = 5  # D steps per G step (unstated by the paper; WGAN-GP, TransGAN STL-10)
+    reuse_fakes: bool = False  # the G step comes first and its images (detached) are the fakes of the iteration's n_critic D steps: no separate G forward
     grad_clip: float = 5.0  # max gradient norm of each network's parameters, sigmas excluded (TransGAN); 0 = off
     ema_kimg: float = 500.0  # half-life of G_ema in thousands of real images (TransGAN)
     ema_rampup: float = 0.05  # EMA half-life at most cur_nimg * ema_rampup early on; 0 = no ramp-up
@@ -171,7 +173,7 @@ def network_kwargs(cfg: TrainConfig) -> tuple[dict, dict]:
 
 # %% ../nbs/07_config.ipynb #2e22c988
 ARCH_FIELDS = ('net_size', 'G_kwargs', 'D_kwargs', 'img_resolution', 'scenario')
-RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
+RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'preload', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
                     'best_metric', 'metrics', 'metric_n', 'metric_precision', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic',
                     'fused_d', 'cuda_graphs')
 

@@ -74,6 +74,13 @@ def resolve_data(cfg: TrainConfig) -> Path:
     if not root.exists(): raise DataError(f"{root}: training data folder does not exist")
     return root
 
+def _decode_all(dataset, index, num_workers: int = 0, chunk: int = 256):
+    "Images and labels of `dataset[index]`, decoded once, in `index` order: uint8 [n, 3, 96, 96] and int64 [n]."
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [int(i) for i in index]), batch_size=chunk,
+                                         num_workers=num_workers)
+    xs, cs = zip(*((x, torch.as_tensor(c).long()) for x, c in loader))
+    return torch.cat(xs), torch.cat(cs)
+
 class _BatchSampler:
     "Lists of dataset indices: this rank's slice of each global batch of an InfiniteSampler."
     def __init__(self, n, index, batch, rank, world, seed, start):
@@ -93,11 +100,20 @@ class RealBatches:
         if self.batch > self.n: warnings.warn(f"config key 'batch_size': {self.batch} is more than the {self.n} training images (every batch repeats images)")
         self.resize = cfg.resize
         sampler = _BatchSampler(self.n, np.asarray(index), cfg.batch_size, get_rank(), get_world_size(), cfg.seed, position)
-        self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                                       pin_memory=device.type == 'cuda', persistent_workers=cfg.num_workers > 0,
-                                                       generator=make_generator(cfg.seed)))  # keeps the global RNG untouched
+        if cfg.preload:  # every image of the (sub)set decoded once; the sampler's indices then pick rows of one tensor
+            self.images, self.labels = _decode_all(dataset, index, cfg.num_workers)  # [n, 3, 96, 96] uint8, [n]
+            self.row = np.full(n_all, -1); self.row[index] = np.arange(self.n)
+            self.indices, self.loader = iter(sampler), None
+        else:
+            self.loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                                           pin_memory=device.type == 'cuda', persistent_workers=cfg.num_workers > 0,
+                                                           generator=make_generator(cfg.seed)))  # keeps the global RNG untouched
+    def _next_uint8(self):
+        if self.loader is not None: return next(self.loader)  # [b, 3, 96, 96] uint8, [b]
+        rows = torch.from_numpy(self.row[next(self.indices)])
+        return self.images[rows], self.labels[rows]
     def __next__(self):
-        x, c = next(self.loader)  # [b, 3, 96, 96] uint8, [b]
+        x, c = self._next_uint8()
         self.position += self.batch
         img = resize_patches(from_uint8(x.to(self.device, non_blocking=True)), self.res, self.resize)
         return img, torch.as_tensor(c).to(self.device, non_blocking=True).long()  # pinned when on a GPU
@@ -247,8 +263,8 @@ def d_step(cfg, G_fwd, D, loss, opt_D, weights_D, real_img, real_c, gen_z, gen_c
     opt_D.step(); weights_D.clamp_()
     _record(stats, guard, terms, total)
 
-def g_step(cfg, G_fwd, G, D, loss, opt_G, weights_G, gen_z, gen_c, stats: Stats, guard=None):
-    "One generator update (critic term + weighted class term), D frozen."
+def g_step(cfg, G_fwd, G, D, loss, opt_G, weights_G, gen_z, gen_c, stats: Stats, guard=None) -> torch.Tensor:
+    "One generator update (critic term + weighted class term), D frozen; returns its images, detached, float32."
     D.requires_grad_(False)
     with _autocast(cfg, gen_z.device):
         gen_img = G_fwd(gen_z, gen_c)
@@ -260,6 +276,7 @@ def g_step(cfg, G_fwd, G, D, loss, opt_G, weights_G, gen_z, gen_c, stats: Stats,
     if cfg.grad_clip > 0: terms = {**terms, 'Grad/G_norm': torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip)}
     opt_G.step(); weights_G.clamp_()
     _record(stats, guard, terms, total)
+    return _f32(gen_img.detach())
 
 
 # %% ../nbs/08_train.ipynb #d009a97f
@@ -297,16 +314,22 @@ class TrainStep:
         return None
 
     def _iteration(self, real, z, c, scales, beta=None, ema_weight=None):
-        "Device work of one iteration (captured as is): G forward, n_critic D steps, G step, EMA."
+        "Device work of one iteration (captured as is): G forward, n_critic D steps, G step, EMA (`reuse_fakes`: G step, then the D steps on its images)."
         cfg, n = self.cfg, len(real)
-        per = z.shape[0] // (n + 1)
-        with torch.no_grad(), _autocast(cfg, self.device): fakes = _f32(self.G_fwd(z[:n * per], c[:n * per]))
-        for i, ((real_img, real_c), s) in enumerate(zip(real, scales)):
-            rows = slice(i * per, (i + 1) * per)
-            d_step(cfg, self.G_fwd, self.D, self.loss, self.opt_D, self.weights_D, real_img, real_c, z[rows], c[rows],
-                   self.stats, self.guard, gen_img=fakes[rows], gp_scale=s)
-        g_step(cfg, self.G_fwd, self.G, self.D, self.loss, self.opt_G, self.weights_G, z[n * per:], c[n * per:],
-               self.stats, self.guard)
+        g_args = (cfg, self.G_fwd, self.G, self.D, self.loss, self.opt_G, self.weights_G)
+        if cfg.reuse_fakes:  # z, c: the G batch only; its images are every D step's fakes
+            fakes = g_step(*g_args, z, c, self.stats, self.guard)
+            for (real_img, real_c), s in zip(real, scales):
+                d_step(cfg, self.G_fwd, self.D, self.loss, self.opt_D, self.weights_D, real_img, real_c, z, c,
+                       self.stats, self.guard, gen_img=fakes, gp_scale=s)
+        else:  # z, c: n_critic D batches, then the G batch
+            per = z.shape[0] // (n + 1)
+            with torch.no_grad(), _autocast(cfg, self.device): fakes = _f32(self.G_fwd(z[:n * per], c[:n * per]))
+            for i, ((real_img, real_c), s) in enumerate(zip(real, scales)):
+                rows = slice(i * per, (i + 1) * per)
+                d_step(cfg, self.G_fwd, self.D, self.loss, self.opt_D, self.weights_D, real_img, real_c, z[rows], c[rows],
+                       self.stats, self.guard, gen_img=fakes[rows], gp_scale=s)
+            g_step(*g_args, z[n * per:], c[n * per:], self.stats, self.guard)
         update_ema(self.G_ema, self.G, beta, weight=ema_weight)
 
     def _capture(self, real, z, c, scales):
@@ -330,7 +353,7 @@ class TrainStep:
         "Train one iteration on the next n_critic real batches of `reals`, starting at `cur_nimg`."
         cfg, n, b = self.cfg, self.cfg.n_critic, self.cfg.batch_size
         real = [next(reals) for _ in range(n)]
-        z, c = _sample_latents(cfg, self.z_dim, self.c_dim, self.gen_z, self.device, n + 1)  # the old draw order
+        z, c = _sample_latents(cfg, self.z_dim, self.c_dim, self.gen_z, self.device, 1 if cfg.reuse_fakes else n + 1)
         scales, beta = [_gp_scale(cfg, cur_nimg // b + i) for i in range(n)], ema_beta(cfg, cur_nimg)
         if self.use_graph and self.graph is None and self.eager_iters >= _GRAPH_WARMUP:
             try: self._capture(real, z, c, scales)
@@ -632,7 +655,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         done = cur_nimg >= total_nimg
         if max_minutes is not None:
             over = time.time() - t_start - metric_sec > 60 * max_minutes  # a host clock: no tensor, no sync in one process
-            if world > 1: flag = torch.tensor(float(over)); dist.broadcast(flag, 0); over = bool(flag)
+            if world > 1: flag = torch.tensor(float(over), device=device); dist.broadcast(flag, 0); over = bool(flag)  # NCCL: a device tensor
             done = done or over
         # Maintenance once per tick.
         if not done and cur_nimg < tick_start_nimg + cfg.kimg_per_tick * 1000: continue

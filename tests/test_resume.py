@@ -41,12 +41,16 @@ def assert_same_state(a: dict, b: dict):
 def data(tmp_path_factory):
     return str(make_fake_pcam(tmp_path_factory.mktemp('pcam'), n_per_class=8))
 
-def test_exact_resume_fresh_process(data, tmp_path):
+@pytest.mark.parametrize('first, second', [({}, {}),
+                                           ({'reuse_fakes': True}, {'reuse_fakes': True}),
+                                           ({}, {'preload': True})],  # preloading resumes the loader's sequence
+                         ids=['default', 'reuse_fakes', 'preload_on_resume'])
+def test_exact_resume_fresh_process(data, tmp_path, first, second):
     "N steps straight == N/2 steps, save, load in a fresh process, N/2 more: bitwise on CPU."
     full = dict(data=data, total_kimg=0.064, kimg_per_tick=0.016, deterministic=True)
-    train_in_fresh_process(full, tmp_path / 'straight', 'none')
-    train_in_fresh_process({**full, 'total_kimg': 0.032}, tmp_path / 'halves', 'none')
-    train_in_fresh_process(full, tmp_path / 'halves', 'auto')
+    train_in_fresh_process({**full, **first}, tmp_path / 'straight', 'none')
+    train_in_fresh_process({**full, **first, 'total_kimg': 0.032}, tmp_path / 'halves', 'none')
+    train_in_fresh_process({**full, **second}, tmp_path / 'halves', 'auto')
     a, b = [torch.load(find_states(tmp_path / r)[-1], weights_only=True) for r in ('straight', 'halves')]
     assert a['cur_nimg'] == 64
     assert_same_state(a, b)
