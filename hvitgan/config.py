@@ -49,6 +49,7 @@ class TrainConfig:
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun
     lr_G: float = 1e-4  # Adam learning rate of G and its sigma
     lr_D: float = 1e-4  # Adam learning rate of D and its sigmas
+    lr_sigma: float = 0.0  # Adam learning rate of the sigmas of Eq. 9 (G's and D's, their own group); 0 = lr_G / lr_D with their network
     beta1: float = 0.0  # Adam beta1
     beta2: float = 0.99  # Adam beta2
     n_critic: int = 5  # D steps per G step (unstated by the paper; WGAN-GP, TransGAN STL-10)
@@ -114,7 +115,7 @@ def validate(cfg: TrainConfig):
     positive = ['batch_size', 'n_critic', 'img_resolution', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'grid_per_class', 'lr_G', 'lr_D']
     for k in positive:
         if getattr(cfg, k) <= 0: raise ConfigError(f"config key {k!r}: must be > 0, got {getattr(cfg, k)!r}")
-    for k in ['subset', 'num_workers', 'grad_clip', 'ema_kimg', 'ema_rampup', 'gp_weight', 'drift_weight', 'keep_states']:
+    for k in ['subset', 'lr_sigma', 'num_workers', 'grad_clip', 'ema_kimg', 'ema_rampup', 'gp_weight', 'drift_weight', 'keep_states']:
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
     if not 0 <= cfg.seed < 2**32: raise ConfigError(f"config key 'seed': must be in [0, 2**32), got {cfg.seed!r}")
     if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")

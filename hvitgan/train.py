@@ -144,9 +144,14 @@ def build_optimizers(cfg: TrainConfig, G, D, weights_G, weights_D):
     # fused on a GPU: one kernel per step and the step count on the device. On the CPU the default Adam is kept: it
     # gives the old CPU runs bitwise, and its host step count is no device sync (issue 11).
     kw = dict(betas=(cfg.beta1, cfg.beta2), fused=True if cuda else None, capturable=cfg.cuda_graphs and cuda)
-    opt_G = torch.optim.Adam([*G.parameters(), *weights_G.parameters()], lr=cfg.lr_G, **kw)
-    opt_D = torch.optim.Adam([*D.parameters(), *weights_D.parameters()], lr=cfg.lr_D, **kw)
+    opt_G = torch.optim.Adam(_param_groups(G, weights_G, cfg.lr_sigma), lr=cfg.lr_G, **kw)
+    opt_D = torch.optim.Adam(_param_groups(D, weights_D, cfg.lr_sigma), lr=cfg.lr_D, **kw)
     return opt_G, opt_D
+
+def _param_groups(net, weights, lr_sigma: float) -> list[dict]:
+    "One Adam group for a network and its sigmas, or a second group for the sigmas when they have their own `lr_sigma`."
+    if not lr_sigma: return [{'params': [*net.parameters(), *weights.parameters()]}]
+    return [{'params': list(net.parameters())}, {'params': list(weights.parameters()), 'lr': lr_sigma}]
 
 def _load_optimizer(opt: torch.optim.Optimizer, state: dict):
     "Load a saved Adam state, keeping this optimiser's implementation flags (fused, capturable) and their step placement."

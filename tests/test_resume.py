@@ -43,8 +43,9 @@ def data(tmp_path_factory):
 
 @pytest.mark.parametrize('first, second', [({}, {}),
                                            ({'reuse_fakes': True}, {'reuse_fakes': True}),
-                                           ({}, {'preload': True})],  # preloading resumes the loader's sequence
-                         ids=['default', 'reuse_fakes', 'preload_on_resume'])
+                                           ({}, {'preload': True}),  # preloading resumes the loader's sequence
+                                           ({'lr_sigma': 1e-2}, {'lr_sigma': 1e-2})],  # the sigmas' own Adam group
+                         ids=['default', 'reuse_fakes', 'preload_on_resume', 'lr_sigma'])
 def test_exact_resume_fresh_process(data, tmp_path, first, second):
     "N steps straight == N/2 steps, save, load in a fresh process, N/2 more: bitwise on CPU."
     full = dict(data=data, total_kimg=0.064, kimg_per_tick=0.016, deterministic=True)
