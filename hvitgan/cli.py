@@ -123,8 +123,8 @@ def _choose_run_dir(args, cfg: TrainConfig) -> Path:
 
 @command('train', 'Train HViTGAN (G, D and the loss weights) on PCam.', _train_arguments)
 def train(args):
-    "Resolve the config, pick the run directory, run `training_loop`."
-    from hvitgan.train import init_distributed, finish_distributed, resolve_data, training_loop
+    "Resolve the config, pick the run directory, run `run_training` (`training_loop` in this process or in `cpu_procs` processes)."
+    from hvitgan.train import init_distributed, finish_distributed, resolve_data, run_training
     _check_number('--kimg', args.kimg, above=0); _check_number('--minutes', args.minutes, above=0)
     cfg = train_config_from_args(args)
     if args.dry_run:
@@ -134,7 +134,7 @@ def train(args):
     world = get_world_size()
     try:
         run_dir = _choose_run_dir(args, cfg)
-        training_loop(cfg, run_dir, resume=args.resume, max_minutes=args.minutes, progress=not args.no_progress)
+        run_training(cfg, run_dir, resume=args.resume, max_minutes=args.minutes, progress=not args.no_progress)
         if get_rank() == 0:
             print(f"run directory: {run_dir}\n  stats: {run_dir / 'stats.jsonl'}\n  grids: {run_dir}/fakes*.png\n"
                   f"  checkpoints: {run_dir}/network-snapshot-*.pt, {run_dir}/training-state-*.pt")
@@ -208,7 +208,7 @@ def _sweep_arguments(p):
     a('--out', required=True, help="root folder: one run folder per scenario, each with its executed notebook")
     a('--set', action='append', metavar='KEY=VALUE', help="TrainConfig override passed to every run (repeatable)")
     a('--minutes', type=float, default=None, help="training-time budget of each run in minutes (metric time excluded; default: until total_kimg)")
-    a('--workers', type=int, default=1, help="runs in parallel processes")
+    a('--workers', type=int, default=1, help="runs in parallel processes (above 1, each run trains in one process: cpu_procs=1)")
 
 @command('sweep', 'Run a papermill template once per loss scenario; skip finished runs, list failures at the end.', _sweep_arguments)
 def sweep(args):
@@ -223,7 +223,7 @@ def sweep(args):
     if not template.is_file(): raise ConfigError(f"{template}: no such notebook template")
     for s in args.scenarios: make_config(args.preset, get_scenario(s).name, **_parse_set(args.set))  # before any kernel starts
     runs = {get_scenario(s).name: dict(preset=args.preset, scenario=get_scenario(s).name, data=args.data,
-                                       overrides=_parse_set(args.set), run_dir=str(out / get_scenario(s).name), resume='auto',
+                                       overrides={**({'cpu_procs': 1} if args.workers > 1 else {}), **_parse_set(args.set)}, run_dir=str(out / get_scenario(s).name), resume='auto',
                                        minutes=args.minutes)
             for s in args.scenarios}
     res = run_sweep(template, runs, out, n_workers=args.workers)

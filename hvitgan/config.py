@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, dataclass, field, fields, asdict
 
-from .core import ConfigError
+from .core import ConfigError, cpu_native_bf16
 from .losses import get_scenario
 
 # %% auto #0
@@ -44,7 +44,7 @@ class TrainConfig:
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
     d_cls_gen: bool = True  # D's class term y_3 on generated images (the paper); False = D's class head learns real images only
     gp_every: int = 1  # lazy GP (StyleGAN2): the penalty on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper)
-    gp_batch: int = 0  # the GP on the first k real and generated images of each D step; 0 = the whole batch (the paper)
+    gp_batch: int = 0  # the GP on k of the global batch's real and generated images per D step (the first k / processes of each process's); 0 = the whole batch (the paper)
     # Optimisation (Sec. 3.2)
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun
     lr_G: float = 1e-4  # Adam learning rate of G and its sigma
@@ -59,6 +59,7 @@ class TrainConfig:
     ema_rampup: float = 0.05  # EMA half-life at most cur_nimg * ema_rampup early on; 0 = no ramp-up
     # Schedule (may change when resuming)
     total_kimg: float = 0.048  # train until this many thousand real images have been shown to D
+    lr_rampdown: float = 0.0  # the learning rates fall linearly to 0 over this last fraction of total_kimg (TransGAN's linear decay); 0 = constant (the paper)
     kimg_per_tick: float = 0.016  # maintenance (stats line, image grid) every this many kimg
     snapshot_ticks: int = 1  # network snapshot, training state and metrics every this many ticks (and at the end)
     keep_states: int = 2  # newest training states kept on disk (older ones are deleted); 0 = keep all
@@ -69,6 +70,7 @@ class TrainConfig:
     best_metric: str = ''  # metric that selects network-snapshot-best.pt ('fid': lowest; 'auc': highest); '' = none
     # Speed (GPU options; each also runs on CPU)
     device: str = 'auto'  # 'auto' (cuda when available), 'cpu' or 'cuda'
+    cpu_procs: int = 1  # on the CPU, `run_training` (and so `hvitgan train`) starts this many processes of one thread each, splitting the batch
     bf16: bool = False  # bf16 autocast for the network passes; the GP norm stays float32
     tf32: bool = False  # allow TF32 matmuls and convolutions on Ampere and newer GPUs
     compile_G: bool = False  # torch.compile the generator used for training steps
@@ -118,12 +120,14 @@ def validate(cfg: TrainConfig):
     for k in ['subset', 'lr_sigma', 'num_workers', 'grad_clip', 'ema_kimg', 'ema_rampup', 'gp_weight', 'drift_weight', 'keep_states']:
         if getattr(cfg, k) < 0: raise ConfigError(f"config key {k!r}: must be >= 0, got {getattr(cfg, k)!r}")
     if not 0 <= cfg.seed < 2**32: raise ConfigError(f"config key 'seed': must be in [0, 2**32), got {cfg.seed!r}")
+    if cfg.cpu_procs < 1: raise ConfigError(f"config key 'cpu_procs': must be >= 1, got {cfg.cpu_procs!r}")
     if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")
     if not 0 <= cfg.gp_batch <= cfg.batch_size:
         raise ConfigError(f"config key 'gp_batch': must be between 0 (the whole batch) and batch_size={cfg.batch_size}, got {cfg.gp_batch!r}")
     for k in ['beta1', 'beta2']:
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"config key {k!r}: must be in [0, 1), got {getattr(cfg, k)!r}")
     if cfg.resize not in ('area', 'center'): raise ConfigError(f"config key 'resize': expected 'area' or 'center', got {cfg.resize!r}")
+    if not 0 <= cfg.lr_rampdown <= 1: raise ConfigError(f"config key 'lr_rampdown': must be in [0, 1], got {cfg.lr_rampdown!r}")
     if cfg.metric_n < 2: raise ConfigError(f"config key 'metric_n': must be >= 2, got {cfg.metric_n!r}")
     from hvitgan.training_metrics import METRIC_PRECISIONS, parse_metrics  # the registry, loaded only here (it imports the samplers)
     parse_metrics(cfg.metrics)
@@ -138,7 +142,8 @@ def validate(cfg: TrainConfig):
 # %% ../nbs/07_config.ipynb #ab531d8d
 CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='color,translation,cutout', d_cls_gen=False,
                   total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=10, ema_kimg=10.0, ema_rampup=0.25, metrics='fid,auc,sa',
-                  best_metric='fid', grid_per_class=8, device='cpu')
+                  best_metric='fid', grid_per_class=8, device='cpu',
+                  cpu_procs=2, gp_batch=16, preload=True, bf16=cpu_native_bf16())  # throughput on 2 cores (results.ipynb)
 
 PRESETS = {
     'tiny': dict(net_size='tiny', img_resolution=32, batch_size=4, n_critic=2, total_kimg=0.048, kimg_per_tick=0.016,
@@ -174,8 +179,8 @@ def network_kwargs(cfg: TrainConfig) -> tuple[dict, dict]:
 
 # %% ../nbs/07_config.ipynb #2e22c988
 ARCH_FIELDS = ('net_size', 'G_kwargs', 'D_kwargs', 'img_resolution', 'scenario')
-RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'preload', 'total_kimg', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
-                    'best_metric', 'metrics', 'metric_n', 'metric_precision', 'device', 'bf16', 'tf32', 'compile_G', 'deterministic',
+RESUMABLE_FIELDS = ('preset', 'data', 'num_workers', 'preload', 'total_kimg', 'lr_rampdown', 'kimg_per_tick', 'snapshot_ticks', 'keep_states',
+                    'best_metric', 'metrics', 'metric_n', 'metric_precision', 'device', 'cpu_procs', 'bf16', 'tf32', 'compile_G', 'deterministic',
                     'fused_d', 'cuda_graphs')
 
 def config_diff(old: dict, new: TrainConfig) -> list[str]:

@@ -17,10 +17,10 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['HvitganError', 'DataError', 'ConfigError', 'CheckpointError', 'Interrupted', 'one_line', 'cli_main', 'seed_all',
-           'make_generator', 'assert_shape', 'from_uint8', 'to_uint8', 'atomic_write', 'write_report', 'is_no_space',
-           'check_free_space', 'atomic_save', 'safe_load', 'check_finite', 'image_grid', 'save_image_grid', 'Stats',
-           'append_jsonl', 'new_run_dir', 'get_rank', 'get_world_size', 'is_main_process', 'project_root',
-           'sample_root']
+           'make_generator', 'cpu_native_bf16', 'assert_shape', 'from_uint8', 'to_uint8', 'atomic_write',
+           'write_report', 'is_no_space', 'check_free_space', 'atomic_save', 'safe_load', 'check_finite', 'image_grid',
+           'save_image_grid', 'Stats', 'append_jsonl', 'new_run_dir', 'get_rank', 'get_world_size', 'is_main_process',
+           'project_root', 'sample_root']
 
 # %% ../nbs/00_core.ipynb #a862a27c
 class HvitganError(Exception):
@@ -71,6 +71,10 @@ def make_generator(seed: int, device='cpu') -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+def cpu_native_bf16() -> bool:
+    "Whether this CPU computes bf16 natively (AMX or AVX512-BF16); elsewhere bf16 autocast is emulated and slower than fp32."
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 # %% ../nbs/00_core.ipynb #fac7e855
 def assert_shape(x: torch.Tensor, shape):

@@ -37,7 +37,7 @@ def run_demo(data=None, # PCam folder or HDF5 root; default: the shipped sample
     from hvitgan.core import sample_root
     from hvitgan.data import ResizedPatches, make_splits, open_pcam
     from hvitgan.sample import load_snapshot, sample_images, write_synthetic
-    from hvitgan.train import training_loop
+    from hvitgan.train import run_training
     from hvitgan.training_metrics import Snapshots
     t0, out = time.time(), Path(out)
     root = Path(data) if data else sample_root()
@@ -45,7 +45,7 @@ def run_demo(data=None, # PCam folder or HDF5 root; default: the shipped sample
     # Train (or resume) the GAN.
     print(f"[1/4] training the cpu HViTGAN (32 px, scenario e) for {train_minutes:g} min on {root} ...")
     cfg = make_config('cpu', 'e', data=str(root), seed=seed, metrics='auc,sa', best_metric='')
-    training_loop(cfg, out / 'gan', resume='auto', max_minutes=train_minutes, progress=progress)
+    run_training(cfg, out / 'gan', resume='auto', max_minutes=train_minutes, progress=progress)
     snap = Snapshots.of(out / 'gan').newest()
     # Real splits.
     train, valid = open_pcam(root, 'train'), open_pcam(root, 'valid')

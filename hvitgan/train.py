@@ -6,7 +6,7 @@ Docs: https://hvitgan.github.io/hvitgan/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #25b5f729
 from __future__ import annotations
-import copy, functools, inspect, json, os, re, sys, time, warnings
+import contextlib, copy, functools, inspect, json, os, re, socket, sys, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 import hvitgan
 from .core import (HvitganError, DataError, ConfigError, CheckpointError, Stats, append_jsonl, atomic_save, atomic_write,
-                          from_uint8, get_rank, get_world_size, make_generator, safe_load, sample_root, save_image_grid, seed_all)
+                          from_uint8, get_rank, get_world_size, make_generator, one_line, safe_load, sample_root, save_image_grid, seed_all)
 from .data import InfiniteSampler, balanced_subset, open_pcam, resize_patches
 from .networks import CONV_SIZES, NETWORK_CLASSES, build_D, build_G
 from .losses import HViTGANLoss, get_scenario, make_loss_weights
@@ -26,9 +26,9 @@ from .config import TrainConfig, check_resume_compatible, make_config, network_k
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'init_distributed', 'finish_distributed', 'all_reduce_grads', 'resolve_data', 'RealBatches',
-           'build_networks', 'build_optimizers', 'ema_beta', 'update_ema', 'NonFiniteGuard', 'd_step', 'g_step',
-           'TrainStep', 'HostSyncCounter', 'find_states', 'snapshot_dict', 'load_training_state', 'training_loop',
-           'plot_stats']
+           'build_networks', 'build_optimizers', 'ema_beta', 'lr_factor', 'set_learning_rates', 'update_ema',
+           'NonFiniteGuard', 'd_step', 'g_step', 'TrainStep', 'HostSyncCounter', 'find_states', 'snapshot_dict',
+           'load_training_state', 'training_loop', 'cpu_processes', 'run_training', 'plot_stats']
 
 # %% ../nbs/08_train.ipynb #548ac3a6
 class NonFiniteLossError(HvitganError):
@@ -61,6 +61,14 @@ def all_reduce_grads(params):
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat); flat /= world
     for g, f in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(f.view_as(g))
+
+@contextlib.contextmanager
+def _cpu_threads(n: int | None):
+    "Run the block with `n` torch threads (None: unchanged), then restore the count."
+    old = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
 
 # %% ../nbs/08_train.ipynb #ffe94676
 def resolve_data(cfg: TrainConfig) -> Path:
@@ -169,6 +177,16 @@ def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
     ema_nimg = cfg.ema_nimg
     if cfg.ema_rampup > 0: ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
     return 0.5 ** (cfg.n_critic * cfg.batch_size / max(ema_nimg, 1e-8))
+
+def lr_factor(cfg: TrainConfig, cur_nimg: int) -> float:
+    "Multiplier of every learning rate at `cur_nimg`: 1, then linear to 0 over the last `lr_rampdown` of `total_kimg`."
+    if cfg.lr_rampdown == 0: return 1.0
+    return min(1.0, max(0.0, 1 - cur_nimg / cfg.total_nimg) / cfg.lr_rampdown)
+
+def set_learning_rates(cfg: TrainConfig, opt_G, opt_D, factor: float):
+    "Set each Adam group's rate to its configured one (network, then sigmas under `lr_sigma`) times `factor`."
+    for opt, lr in ((opt_G, cfg.lr_G), (opt_D, cfg.lr_D)):
+        for group, base in zip(opt.param_groups, (lr, cfg.lr_sigma)): group['lr'] = base * factor
 
 @torch.no_grad()
 def update_ema(G_ema, G, beta: float | None = None,
@@ -314,6 +332,7 @@ class TrainStep:
         if self.device.type != 'cuda': return f"the device is {self.device.type}, not cuda"
         if get_world_size() > 1: return f"{get_world_size()} processes (the gradient all-reduce is not captured)"
         if cfg.compile_G: return "compile_G is on (torch.compile manages its own graphs)"
+        if cfg.lr_rampdown: return "lr_rampdown changes the learning rates every step (a captured Adam keeps the captured ones)"
         if cfg.n_critic % cfg.gp_every: return f"gp_every={cfg.gp_every} does not divide n_critic={cfg.n_critic}"
         if not all(g['capturable'] for o in (self.opt_G, self.opt_D) for g in o.param_groups): return "Adam is not capturable"
         return None
@@ -360,6 +379,7 @@ class TrainStep:
         real = [next(reals) for _ in range(n)]
         z, c = _sample_latents(cfg, self.z_dim, self.c_dim, self.gen_z, self.device, 1 if cfg.reuse_fakes else n + 1)
         scales, beta = [_gp_scale(cfg, cur_nimg // b + i) for i in range(n)], ema_beta(cfg, cur_nimg)
+        if cfg.lr_rampdown: set_learning_rates(cfg, self.opt_G, self.opt_D, lr_factor(cfg, cur_nimg))  # host floats: no sync
         if self.use_graph and self.graph is None and self.eager_iters >= _GRAPH_WARMUP:
             try: self._capture(real, z, c, scales)
             except Exception as e:
@@ -544,7 +564,8 @@ def training_loop(cfg: TrainConfig, # the resolved config
     t_start = time.time()
     device = init_distributed(cfg.device)
     rank, world = get_rank(), get_world_size()
-    if cfg.batch_size % world: raise ConfigError(f"config key 'batch_size': {cfg.batch_size} is not divisible by {world} processes")
+    for k in ('batch_size', 'gp_batch'):
+        if getattr(cfg, k) % world: raise ConfigError(f"config key {k!r}: {getattr(cfg, k)} is not divisible by {world} processes")
     run_dir = Path(run_dir)
     if rank == 0:
         try: run_dir.mkdir(parents=True, exist_ok=True); (run_dir / '.write-test').touch(); (run_dir / '.write-test').unlink()
@@ -596,7 +617,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     cls_aug = functools.partial(diff_augment, policy=LABEL_SAFE_POLICY, generator=gen_aug) if cfg.cls_label_safe else None
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen_aug) if cfg.augment else None
     loss = HViTGANLoss(D, scenario, weights_G, weights_D, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight,
-                       gp_augment=cfg.gp_augment, gp_batch=cfg.gp_batch, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d,
+                       gp_augment=cfg.gp_augment, gp_batch=cfg.gp_batch // world, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d,
                        d_cls_gen=cfg.d_cls_gen)
     step = TrainStep(cfg, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D, gen_z, device, generators=[gen_aug])
     reals = RealBatches(dataset, cfg, device, position=data_pos)
@@ -629,7 +650,8 @@ def training_loop(cfg: TrainConfig, # the resolved config
         atomic_save(snap, run_dir / f'network-snapshot-{kimg:06d}.pt')
         for name, fn in (metric_fns or {}).items():
             t_metric = time.time()
-            result = fn(G_ema, D)
+            with _cpu_threads(torch.get_num_threads() * world if device.type == 'cpu' else None):
+                result = fn(G_ema, D)  # the other processes wait at their next all-reduce: rank 0 takes their threads
             metric_sec += time.time() - t_metric
             value = float(result)
             extra = result.as_dict() if hasattr(result, 'as_dict') else {}  # e.g. the FID weight source
@@ -671,7 +693,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
             rec = dict(tick=tick, kimg=cur_nimg / 1000, cur_nimg=cur_nimg, **stats.as_dict(),
                        **{'Timing/sec_per_tick': dt, 'Timing/img_per_sec': (cur_nimg - tick_start_nimg) / max(dt, 1e-9),
                           'Timing/total_sec': time.time() - t_start, 'Timing/metric_sec': metric_sec,
-                          'Progress/ema_beta': ema_beta(cfg, cur_nimg)})
+                          'Progress/ema_beta': ema_beta(cfg, cur_nimg), 'Progress/lr_factor': lr_factor(cfg, cur_nimg)})
             if device.type == 'cuda': rec['Resources/peak_gpu_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2**30
             append_jsonl(run_dir / 'stats.jsonl', rec)
             _save_grid(G_ema, grid_z, grid_c, run_dir / f'fakes{cur_nimg // 1000:06d}.png', cfg.grid_per_class)
@@ -685,6 +707,72 @@ def training_loop(cfg: TrainConfig, # the resolved config
     if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, weights_G=weights_G, weights_D=weights_D))
     if world > 1: dist.barrier()
     return run_dir
+
+# %% ../nbs/08_train.ipynb #a8073e1b
+def _cores() -> int:
+    "CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+def cpu_processes(cfg: TrainConfig) -> int:
+    "How many processes `run_training` starts for `cfg`: `cpu_procs` (at most one per core) on the CPU outside torchrun, else 1."
+    if cfg.cpu_procs == 1 or 'WORLD_SIZE' in os.environ or (dist.is_available() and dist.is_initialized()): return 1
+    if cfg.device != 'cpu' and torch.cuda.is_available(): return 1
+    return min(cfg.cpu_procs, _cores())
+
+def _free_port() -> int:
+    "A TCP port of 127.0.0.1 that was free a moment ago (the process group's rendezvous)."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def _process_main(rank: int, world: int, port: int, threads: int, errors: str, cfg: dict, run_dir: str, kwargs: dict):
+    "One process of `run_training`: torchrun's environment, `threads` threads, `training_loop`; an `HvitganError` goes to the folder `errors`."
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    try:
+        training_loop(TrainConfig.from_dict(cfg), run_dir, **kwargs)
+        finish_distributed()
+    except HvitganError as e:
+        with atomic_write(Path(errors) / f'rank{rank}.json') as tmp: tmp.write_text(json.dumps([type(e).__name__, one_line(e)]))
+        sys.stdout.flush(); sys.stderr.flush(); os._exit(2)  # no teardown: the other processes may wait in a collective
+
+def _error_class(name: str) -> type:
+    "The `HvitganError` subclass called `name` (the base class when none is)."
+    todo, found = [HvitganError], {}
+    while todo:
+        c = todo.pop(); found[c.__name__] = c; todo += c.__subclasses__()
+    return found.get(name, HvitganError)
+
+def run_training(cfg: TrainConfig, # the resolved config
+                 run_dir, # output folder (see `training_loop`)
+                 resume: str = 'auto', # 'auto', 'none' or the path of a training state
+                 max_minutes: float | None = None, # training-time budget (metric evaluation excluded)
+                 progress: bool = True, # tqdm progress bar on rank 0
+                ) -> Path:
+    "`training_loop` in this process, or in `cpu_processes(cfg)` processes of this machine (one gloo group on 127.0.0.1)."
+    n, kwargs = cpu_processes(cfg), dict(resume=resume, max_minutes=max_minutes, progress=progress)
+    if n == 1: return training_loop(cfg, run_dir, **kwargs)
+    with tempfile.TemporaryDirectory(prefix='hvitgan-errors-') as errors:
+        ctx = torch.multiprocessing.start_processes(_process_main, nprocs=n, join=False, start_method='spawn',
+                                                    args=(n, _free_port(), max(1, _cores() // n), errors, cfg.to_dict(), str(run_dir), kwargs))
+        _join(ctx, n, errors, run_dir)
+    return Path(run_dir)
+
+def _join(ctx, n: int, errors: str, run_dir):
+    "Wait for `run_training`'s processes; re-raise a process's `HvitganError` here; on any other end, stop them all."
+    try:
+        while not ctx.join(): pass
+    except torch.multiprocessing.ProcessExitedException as e:
+        for f in sorted(Path(errors).glob('rank*.json')):
+            name, message = json.loads(f.read_text())
+            raise _error_class(name)(message) from None
+        raise HvitganError(f"training process {e.error_index} of {n} died (exit code {e.exit_code}); "
+                           f"its output above says why, the last saved training state of {run_dir} is intact") from None
+    except BaseException:  # interrupted (or a process raised a bug's traceback): stop the others
+        for p in ctx.processes:
+            if p.is_alive(): p.terminate()
+        for p in ctx.processes: p.join(30)
+        raise
 
 # %% ../nbs/08_train.ipynb #c622bc0a
 def plot_stats(run_dir, # a run directory holding stats.jsonl

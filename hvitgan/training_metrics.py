@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import ConfigError, DataError, atomic_write, from_uint8, make_generator
+from .core import ConfigError, DataError, atomic_write, cpu_native_bf16, from_uint8, make_generator
 from .data import make_splits, open_pcam, resize_patches
 from .losses import get_scenario
 from .fid import (FIDStats, dataset_batches, dataset_fingerprint, generate_for_fid, inception_features,
@@ -55,7 +55,7 @@ def metric_bf16(precision: str = 'auto', # 'bf16', 'fp32', or 'auto': bf16 where
         raise ConfigError(f"metric precision {precision!r}: expected one of {', '.join(METRIC_PRECISIONS)}")
     if precision != 'auto': return precision == 'bf16'
     device = torch.device(device if device is not None else 'cuda' if torch.cuda.is_available() else 'cpu')
-    return device.type == 'cuda' or torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return device.type == 'cuda' or cpu_native_bf16()
 
 def metric_context(root,                 # PCam folder or HDF5 root with 'train' and 'valid' splits
                    res: int,             # training resolution

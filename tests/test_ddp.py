@@ -1,11 +1,14 @@
-"Two gloo processes under torchrun on CPU: identical weights on both ranks, equal to one process at the same global batch."
-import json, os, subprocess, sys
+"Two gloo processes on CPU (torchrun, or started by `run_training`): identical weights on both ranks, equal to one process at the same global batch."
+import json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from hvitgan.config import make_config
+from hvitgan.core import ConfigError
 from hvitgan.data import make_fake_pcam
+from hvitgan.train import find_states, run_training
 
 SCRIPT = """
 import json, sys, torch
@@ -62,3 +65,23 @@ def test_two_ranks_match_one_process(data, tmp_path):
     mean = sum(d.sum() for d in diff.values()) / sum(d.numel() for d in diff.values())
     assert mean < lr / 4, f"mean absolute difference {mean:.3g}"  # measured 1.1e-7 (Intel AMX), 1.1e-5 (AVX2 AMD EPYC)
     for n in one['weights_D']: torch.testing.assert_close(two['weights_D'][n], one['weights_D'][n], rtol=0, atol=1e-6)
+
+needs_two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="run_training starts at most one process per core")
+
+@needs_two_cores
+def test_run_training_starts_cpu_procs(data, tmp_path, monkeypatch):
+    "`cpu_procs=2` on the CPU: `run_training` itself starts two processes, which save one RNG state each and one run."
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # torch.multiprocessing's error files
+    cfg = make_config('tiny', data=data, total_kimg=0.016, kimg_per_tick=0.008, cpu_procs=2, device='cpu', gp_batch=2)
+    run = run_training(cfg, tmp_path / 'run', progress=False)
+    state = torch.load(find_states(run)[-1], weights_only=True)
+    assert len(state['rng']['ranks']) == 2 and state['cur_nimg'] == 16
+    assert [json.loads(l)['tick'] for l in (run / 'stats.jsonl').read_text().splitlines()] == [1, 2]
+
+@needs_two_cores
+def test_run_training_raises_the_process_error(data, tmp_path, monkeypatch):
+    "An `HvitganError` in a started process reaches the caller as the same class with its message."
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    cfg = make_config('tiny', data=data, cpu_procs=2, device='cpu', gp_batch=3)  # 3 GP rows cannot be split over 2 processes
+    with pytest.raises(ConfigError, match="'gp_batch': 3 is not divisible by 2 processes"):
+        run_training(cfg, tmp_path / 'run', progress=False)

@@ -53,3 +53,39 @@ def test_sigkill_and_auto_resume(tmp_path):
         for n in a[k]: assert torch.equal(a[k][n], b[k][n]), f"{k}.{n} differs after kills and resumes"
     ticks = [json.loads(l)['cur_nimg'] for l in (run / 'stats.jsonl').read_text().splitlines()]
     assert ticks == sorted(set(ticks)), "stats.jsonl has duplicated or out-of-order ticks"
+
+
+def _children(pid: int) -> list[int]:
+    "PIDs whose parent is `pid` (Linux /proc)."
+    out = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try: fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError: continue  # the process ended while we looked
+        if int(fields[1]) == pid: out.append(int(stat.parent.name))
+    return out
+
+def _alive(pid: int) -> bool:
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+def test_sigterm_stops_every_cpu_process(tmp_path):
+    "SIGTERM to `hvitgan train` with cpu_procs=2: one-line 'interrupted', exit 143, no training process left, checkpoints whole."
+    if len(os.sched_getaffinity(0)) < 2: import pytest; pytest.skip("run_training starts at most one process per core")
+    data, run = str(make_fake_pcam(tmp_path / 'pcam', n_per_class=8)), tmp_path / 'run'
+    p = subprocess.Popen([sys.executable, '-m', 'hvitgan.cli', 'train', '--preset', 'tiny', '--data', data, '--run-dir', str(run),
+                          '--kimg', '100', '--no-progress', '--set', 'cpu_procs=2', '--set', 'device=cpu', '--set', 'kimg_per_tick=0.008'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'TMPDIR': str(tmp_path)})
+    deadline = time.time() + 240
+    while not (run / 'stats.jsonl').exists():  # the processes are training once the first tick is logged
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]
+        time.sleep(0.2)
+    workers = _children(p.pid)
+    assert len(workers) >= 2, workers
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and 'hvitgan: interrupted (SIGTERM)' in err and 'Traceback' not in err, err[-3000:]
+    deadline = time.time() + 30
+    while any(map(_alive, workers)) and time.time() < deadline: time.sleep(0.2)
+    assert not any(map(_alive, workers)), [w for w in workers if _alive(w)]
+    _check_run_dir(run)
+    assert not list(run.glob('.*.tmp'))

@@ -598,3 +598,19 @@ def test_fid_lookup_warns_when_a_refused_download_falls_back(http_dir, tmp_path,
     with pytest.warns(UserWarning, match='download refused.*sha256'):
         _, source = M.resolve_fid_weights(download=True)
     assert source == M.TF_FID_SOURCE and not marker.exists() and not M.hub_weights_path().exists()
+
+def test_sweep_with_workers_trains_each_run_in_one_process(tmp_path, capsys, monkeypatch):
+    "Runs side by side do not each start `cpu_procs` processes: --workers above 1 passes cpu_procs=1 to every run."
+    import hvitgan.experiments
+    seen = {}
+    monkeypatch.setattr(hvitgan.experiments, 'run_notebook', lambda tpl, out_dir, /, **p: seen.setdefault(Path(out_dir).name, p))
+    monkeypatch.setattr(hvitgan.experiments, 'ProcessPoolExecutor', _InlinePool)
+    code, _, _ = run_cli(['sweep', '--scenarios', 'ae', '--preset', 'cpu', '--out', tmp_path / 'sw', '--workers', '2'], capsys)
+    assert code == 0 and {k: v['overrides'].get('cpu_procs') for k, v in seen.items()} == {'a': 1, 'e': 1}
+
+class _InlinePool:
+    "A stand-in for `ProcessPoolExecutor` that maps in this process (so monkeypatched functions are seen)."
+    def __init__(self, n): pass
+    def __enter__(self): return self
+    def __exit__(self, *a): return False
+    def map(self, fn, jobs): return map(fn, jobs)

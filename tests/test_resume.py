@@ -59,6 +59,17 @@ def test_exact_resume_fresh_process(data, tmp_path, first, second):
     ticks = [json.loads(l)['tick'] for l in (tmp_path / 'halves' / 'stats.jsonl').read_text().splitlines()]
     assert ticks == [1, 2, 3, 4]
 
+def test_exact_resume_with_lr_rampdown(data, tmp_path):
+    "The rampdown is a function of the images shown: halves (full rate, then the rampdown on resume) == straight, bitwise."
+    full = dict(data=data, total_kimg=0.064, kimg_per_tick=0.016, deterministic=True, lr_rampdown=0.5)
+    train_in_fresh_process(full, tmp_path / 'straight', 'none')
+    train_in_fresh_process({**full, 'total_kimg': 0.032, 'lr_rampdown': 0.0}, tmp_path / 'halves', 'none')  # full rate, as straight's first half
+    train_in_fresh_process(full, tmp_path / 'halves', 'auto')
+    a, b = [torch.load(find_states(tmp_path / r)[-1], weights_only=True) for r in ('straight', 'halves')]
+    assert_same_state(a, b)
+    # the last iteration starts at 56 of 64 images: 1 - 56/64 = 1/8 of the run left over a rampdown of 1/2, so a quarter of 1e-4
+    assert [g['lr'] for g in a['opt_G']['param_groups']] == pytest.approx([2.5e-5])
+
 def test_resume_different_architecture_refused(data, tmp_path):
     training_loop(make_config('tiny', data=data, total_kimg=0.016), tmp_path, progress=False)
     with pytest.raises(ConfigError, match='architecture differs.*G_kwargs'):
