@@ -724,13 +724,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def _process_main(rank: int, world: int, port: int, threads: int, errors: str, cfg: dict, run_dir: str, kwargs: dict):
+def _process_main(rank: int, world: int, port: int, threads: int, errors: str, cfg: TrainConfig, run_dir: str, kwargs: dict):
     "One process of `run_training`: torchrun's environment, `threads` threads, `training_loop`; an `HvitganError` goes to the folder `errors`."
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(threads)
     try:
-        training_loop(TrainConfig.from_dict(cfg), run_dir, **kwargs)
+        training_loop(cfg, run_dir, **kwargs)
         finish_distributed()
     except HvitganError as e:
         with atomic_write(Path(errors) / f'rank{rank}.json') as tmp: tmp.write_text(json.dumps([type(e).__name__, one_line(e)]))
@@ -754,7 +754,7 @@ def run_training(cfg: TrainConfig, # the resolved config
     if n == 1: return training_loop(cfg, run_dir, **kwargs)
     with tempfile.TemporaryDirectory(prefix='hvitgan-errors-') as errors:
         ctx = torch.multiprocessing.start_processes(_process_main, nprocs=n, join=False, start_method='spawn',
-                                                    args=(n, _free_port(), max(1, _cores() // n), errors, cfg.to_dict(), str(run_dir), kwargs))
+                                                    args=(n, _free_port(), max(1, _cores() // n), errors, cfg, str(run_dir), kwargs))
         _join(ctx, n, errors, run_dir)
     return Path(run_dir)
 
