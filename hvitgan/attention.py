@@ -175,7 +175,8 @@ class Transformer(nn.Module):
                  rel_pos: bool = True,        # relative-position bias in every block (needs map_size)
                  impl: str = 'math',          # attention implementation: 'math', 'sdpa' or 'auto'
                  shift: bool = False,         # every second block shifts the windows by half a window (Swin)
-                 halo: int = 0):              # windowed: keys reach `halo` tokens past each window (`HaloAttention`)
+                 halo: int = 0,               # windowed: keys reach `halo` tokens past each window (`HaloAttention`)
+                 offset: int = 0):            # windowed: every block's windows start this many tokens in (a cyclic roll)
         super().__init__()
         if window is not None and map_size is None: raise ConfigError(f"window={window} needs a map_size")
         self.map_size, self.window = map_size, min(window or map_size, map_size) if map_size else None
@@ -184,6 +185,10 @@ class Transformer(nn.Module):
             raise ConfigError(f"window={window} must divide the token map side {map_size}")
         self.halo = halo if self.map_size is not None and self.window < self.map_size else 0   # a whole-map window has no halo
         if self.halo and shift: raise ConfigError(f"shift=True and halo={halo} both cross window borders: choose one")
+        if not isinstance(offset, int) or offset < 0 or offset and not (self.windowed and offset < self.window):
+            raise ConfigError(f"offset={offset!r} must be 0, or between 1 and window - 1 under grid attention without a halo "
+                              f"(map {map_size}, window {window}, halo {halo})")
+        self.offset = offset
         mixers = [HaloAttention(dim, heads, self.window, self.halo, map_size) if self.halo else None for _ in range(depth)]
         bias_window = self.window if (rel_pos and map_size is not None) else None
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, window=bias_window, impl=impl, attn=m) for m in mixers])
@@ -198,7 +203,7 @@ class Transformer(nn.Module):
         s, w = self.map_size, self.window
         x = rearrange(x, 'b (h w) c -> b h w c', h=s, w=s)
         for i, blk in enumerate(self.blocks):
-            k = w // 2 if self.shift and i % 2 else 0  # cyclic shift of the map: windows straddle the old borders
+            k = (self.offset + (w // 2 if self.shift and i % 2 else 0)) % w  # cyclic shift: windows straddle the old borders
             if k: x = torch.roll(x, (-k, -k), (1, 2))
             x = window_reverse(blk(window_partition(x, w)), w, s, s)  # blocks act on [B*nW, w*w, C]
             if k: x = torch.roll(x, (k, k), (1, 2))

@@ -85,7 +85,8 @@ class GeneratorStage(nn.Module):
                  mlp_ratio: float = 4.0,     # MLP hidden width / token width
                  attention: str = 'auto',    # attention implementation: 'math', 'sdpa' or 'auto'
                  shift: bool = False,        # shifted windows in every second block (`Transformer`)
-                 halo: int = 0):             # windows' keys reach this many tokens past their borders (`Transformer`)
+                 halo: int = 0,              # windows' keys reach this many tokens past their borders (`Transformer`)
+                 offset: int = 0):           # the windows start this many tokens in (`Transformer`)
         super().__init__()
         self.in_side, self.upsample = in_side, upsample
         self.side = 2 * in_side
@@ -96,7 +97,8 @@ class GeneratorStage(nn.Module):
         else: self.norm = nn.Identity()
         self.pos_embed = pos_embedding(self.side ** 2, self.dim)
         self.blocks = Transformer(self.dim, depth, heads, map_size=self.side, window=window,
-                                  mlp_ratio=mlp_ratio, impl=attention, shift=shift, halo=halo)
+                                  mlp_ratio=mlp_ratio, impl=attention, shift=shift, halo=halo,
+                                  offset=offset)
 
     def forward(self,
                 x: torch.Tensor,      # [N, in_side^2, in_dim]
@@ -112,11 +114,11 @@ def _as_list(v): return list(v) if isinstance(v, (list, tuple)) else v
 
 def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, depths, heads, windows,
                            img_channels, mlp_ratio, cond_proj, stage_norm, upsample,
-                           halo=0) -> list[tuple[int, int]]:
+                           halo=0, window_offsets=None) -> list[tuple[int, int]]:
     "Validate the generator's keywords; return bottom_width and (map side, width) per stage; ConfigError names the argument."
     n = len(depths)
     if n < 1: raise ConfigError("depths: need at least one stage")
-    for name, v in (('heads', heads), ('windows', windows)):
+    for name, v in (('heads', heads), ('windows', windows), ('window_offsets', window_offsets or [0] * n)):
         if len(v) != n: raise ConfigError(f"{name}={v} must have one entry per stage (len(depths)={n})")
     for name, v in (('z_dim', z_dim), ('c_dim', c_dim), ('img_resolution', img_resolution), ('dim', dim),
                     ('img_channels', img_channels)):
@@ -144,6 +146,10 @@ def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, d
         w = windows[i]
         if w is not None and (not isinstance(w, int) or w < 1 or (w < side and side % w)):
             raise ConfigError(f"windows[{i}]={w} must divide the stage-{i + 1} map side {side}")
+        o = (window_offsets or [0] * n)[i]
+        if not isinstance(o, int) or o < 0 or o and (w is None or w >= side or halo or o >= w):
+            raise ConfigError(f"window_offsets[{i}]={o!r} must be 0, or between 1 and the window side - 1 in a stage "
+                              f"with grid attention and no halo (stage {i + 1}: map {side}, window {w}, halo {halo})")
     return bottom_width, stages
 
 # %% ../nbs/03_generator.ipynb #63b5efae
@@ -175,17 +181,19 @@ class Generator(nn.Module):
                  attention: str = 'auto',               # 'auto' (torch SDPA on CUDA, math on CPU), 'sdpa' or 'math'
                  upsample: str = 'pixel',               # stages 2+: 'pixel' (shuffle, TransGAN) or 'bicubic' (+ linear)
                  shift_windows: bool = False,           # grid attention: shift the windows of every second block (Swin)
-                 halo: int = 0):                        # grid attention: keys reach this many tokens past each window (HaloNet)
+                 halo: int = 0,                         # grid attention: keys reach this many tokens past each window (HaloNet)
+                 window_offsets: tuple | None = None):  # grid attention: tokens each stage's windows start in; None: all 0
         super().__init__()
         depths, heads, windows = list(depths), list(heads), list(windows)
+        window_offsets = [0] * len(depths) if window_offsets is None else list(window_offsets)
         bottom_width, stages = _check_generator_sizes(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows,
             img_channels=img_channels, mlp_ratio=mlp_ratio, cond_proj=cond_proj, stage_norm=stage_norm, upsample=upsample,
-            halo=halo)
+            halo=halo, window_offsets=window_offsets)
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
             bottom_width=bottom_width, dim=dim, depths=depths, heads=heads, windows=windows, mlp_ratio=mlp_ratio,
             cond_proj=cond_proj, stage_norm=stage_norm, attention=attention, upsample=upsample, shift_windows=shift_windows,
-            halo=halo)
+            halo=halo, window_offsets=window_offsets)
         self.z_dim, self.c_dim, self.img_resolution, self.img_channels = z_dim, c_dim, img_resolution, img_channels
         self.bottom_width, self.cond_proj, self.n_stages = bottom_width, cond_proj, len(depths)
         cond_dim = z_dim // self.n_stages + c_dim if cond_proj else None
@@ -197,7 +205,7 @@ class Generator(nn.Module):
             up = 'bicubic' if i == 0 else 'pixel' if upsample == 'pixel' else 'bicubic_proj'
             self.stages.append(GeneratorStage(in_dim, in_side, up, depths[i], heads[i],
                                               windows[i], cond_dim, stage_norm, mlp_ratio, attention, shift_windows,
-                                              halo))
+                                              halo, window_offsets[i]))
             in_dim, in_side = width, side
         self.to_rgb = nn.Linear(in_dim, img_channels)
 
