@@ -114,12 +114,11 @@ def _as_list(v): return list(v) if isinstance(v, (list, tuple)) else v
 
 def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, depths, heads, windows,
                            img_channels, mlp_ratio, cond_proj, stage_norm, upsample,
-                           halo=0, window_offsets=None) -> list[tuple[int, int]]:
+                           window_offsets, halo=0) -> list[tuple[int, int]]:
     "Validate the generator's keywords; return bottom_width and (map side, width) per stage; ConfigError names the argument."
     n = len(depths)
     if n < 1: raise ConfigError("depths: need at least one stage")
-    offsets = [0] * n if window_offsets is None else window_offsets
-    for name, v in (('heads', heads), ('windows', windows), ('window_offsets', offsets)):
+    for name, v in (('heads', heads), ('windows', windows), ('window_offsets', window_offsets)):
         if len(v) != n: raise ConfigError(f"{name}={v} must have one entry per stage (len(depths)={n})")
     for name, v in (('z_dim', z_dim), ('c_dim', c_dim), ('img_resolution', img_resolution), ('dim', dim),
                     ('img_channels', img_channels)):
@@ -147,7 +146,7 @@ def _check_generator_sizes(*, z_dim, c_dim, img_resolution, bottom_width, dim, d
         w = windows[i]
         if w is not None and (not isinstance(w, int) or w < 1 or (w < side and side % w)):
             raise ConfigError(f"windows[{i}]={w} must divide the stage-{i + 1} map side {side}")
-        o = offsets[i]
+        o = window_offsets[i]
         if not isinstance(o, int) or o < 0 or o and (w is None or w >= side or halo or o >= w):
             raise ConfigError(f"window_offsets[{i}]={o!r} must be 0, or between 1 and the window side - 1 in a stage "
                               f"with grid attention and no halo (stage {i + 1}: map {side}, window {w}, halo {halo})")
