@@ -53,7 +53,7 @@ def make_step(preset, device, mode, bf16, tf32, batch=None, G_kwargs=None, overr
     opt_G, opt_D = build_optimizers(cfg, G, D, wG, wD)
     gen = make_generator(2, device)
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen)
-    loss = HViTGANLoss(D, get_scenario(cfg.scenario), wG, wD, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight, gp_batch=cfg.gp_batch,
+    loss = HViTGANLoss(D, get_scenario(cfg.scenario), wG, wD, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight, gp_batch=cfg.gp_batch, adv_loss=cfg.adv_loss, penalty=cfg.penalty,
                        generator=gen, fused=cfg.fused_d, d_cls_gen=cfg.d_cls_gen)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     step = TrainStep(cfg, G, G, D, G_ema, loss, opt_G, opt_D, wG, wD, make_generator(1), device, generators=[gen])

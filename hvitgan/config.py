@@ -10,7 +10,7 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, asdict
 
 from .core import ConfigError, cpu_native_bf16
-from .losses import get_scenario
+from .losses import ADV_LOSSES, get_scenario
 
 # %% auto #0
 __all__ = ['CPU_RECIPE', 'PRESETS', 'ARCH_FIELDS', 'RESUMABLE_FIELDS', 'TrainConfig', 'validate', 'make_config', 'network_kwargs',
@@ -43,7 +43,9 @@ class TrainConfig:
     gp_augment: bool = True  # apply a fresh DiffAugment draw to the GP interpolate (TransGAN behaviour)
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
     d_cls_gen: bool = True  # D's class term y_3 on generated images (the paper); False = D's class head learns real images only
-    gp_every: int = 1  # lazy GP (StyleGAN2): the penalty on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper)
+    gp_every: int = 1  # lazy penalty (StyleGAN2): on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper); for R1, not WGAN-GP
+    adv_loss: str = 'wgan'  # critic and adversarial G loss: 'wgan' (Eq. 2, the paper), 'ns' (non-saturating) or 'hinge'
+    penalty: str = 'gp'  # 'gp': (||grad D||-1)^2 at interpolates (Eq. 2, the paper); 'r1': ||grad D||^2 at real images, gp_weight = gamma/2
     gp_batch: int = 0  # the GP on k of the global batch's real and generated images per D step (the first k / processes of each process's); 0 = the whole batch (the paper)
     # Optimisation (Sec. 3.2)
     batch_size: int = 12  # global batch of D and of G, split across processes under torchrun
@@ -122,6 +124,8 @@ def validate(cfg: TrainConfig):
     if not 0 <= cfg.seed < 2**32: raise ConfigError(f"config key 'seed': must be in [0, 2**32), got {cfg.seed!r}")
     if cfg.cpu_procs < 1: raise ConfigError(f"config key 'cpu_procs': must be >= 1, got {cfg.cpu_procs!r}")
     if cfg.gp_every < 1: raise ConfigError(f"config key 'gp_every': must be >= 1, got {cfg.gp_every!r}")
+    if cfg.adv_loss not in ADV_LOSSES: raise ConfigError(f"config key 'adv_loss': expected one of {', '.join(ADV_LOSSES)}, got {cfg.adv_loss!r}")
+    if cfg.penalty not in ('gp', 'r1'): raise ConfigError(f"config key 'penalty': expected 'gp' or 'r1', got {cfg.penalty!r}")
     if not 0 <= cfg.gp_batch <= cfg.batch_size:
         raise ConfigError(f"config key 'gp_batch': must be between 0 (the whole batch) and batch_size={cfg.batch_size}, got {cfg.gp_batch!r}")
     for k in ['beta1', 'beta2']:

@@ -18,10 +18,11 @@ from .core import ConfigError
 from .sample import SampleConfig
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'SCENARIOS', 'SCENARIO_ALIASES', 'TRAINING_RUNS', 'WEIGHT_KINDS', 'wgan_d_loss', 'wgan_g_loss',
-           'drift_penalty', 'gp_interpolates', 'penalty_from_scores', 'gradient_penalty', 'class_loss', 'kendall_term',
-           'kendall_logvar_term', 'uncertainty_term', 'tempered_class_loss', 'Scenario', 'get_scenario',
-           'scenario_table', 'LossWeights', 'make_loss_weights', 'HViTGANLoss']
+__all__ = ['ADV_LOSSES', 'WEIGHTINGS', 'SCENARIOS', 'SCENARIO_ALIASES', 'TRAINING_RUNS', 'WEIGHT_KINDS', 'wgan_d_loss',
+           'wgan_g_loss', 'drift_penalty', 'ns_d_loss', 'ns_g_loss', 'hinge_d_loss', 'gp_interpolates',
+           'penalty_from_scores', 'gradient_penalty', 'r1_inputs', 'class_loss', 'kendall_term', 'kendall_logvar_term',
+           'uncertainty_term', 'tempered_class_loss', 'Scenario', 'get_scenario', 'scenario_table', 'LossWeights',
+           'make_loss_weights', 'HViTGANLoss']
 
 # %% ../nbs/05_losses.ipynb #2a56ac05
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +49,27 @@ def drift_penalty(real_scores: torch.Tensor,  # critic scores of real images [N]
     "Drift term mean(D(x))^2 that keeps critic scores near zero (TransGAN `wgangp-eps`; not in the paper)."
     return _f32(real_scores).mean().square()
 
+# %% ../nbs/05_losses.ipynb #421897ff
+def ns_d_loss(real_scores: torch.Tensor,  # critic scores (logits) of real images [N]
+              gen_scores: torch.Tensor,   # critic scores (logits) of generated images [N]
+             ) -> torch.Tensor:
+    "Non-saturating critic loss mean softplus(-D(x)) + mean softplus(D(G(z))) (Goodfellow et al. 2014; not the paper's)."
+    return F.softplus(-_f32(real_scores)).mean() + F.softplus(_f32(gen_scores)).mean()
+
+def ns_g_loss(gen_scores: torch.Tensor,  # critic scores (logits) of generated images [N]
+             ) -> torch.Tensor:
+    "Non-saturating generator loss mean softplus(-D(G(z)))."
+    return F.softplus(-_f32(gen_scores)).mean()
+
+def hinge_d_loss(real_scores: torch.Tensor,  # critic scores of real images [N]
+                 gen_scores: torch.Tensor,   # critic scores of generated images [N]
+                ) -> torch.Tensor:
+    "Hinge critic loss mean relu(1 - D(x)) + mean relu(1 + D(G(z))) (Lim and Ye 2017; not the paper's)."
+    return F.relu(1 - _f32(real_scores)).mean() + F.relu(1 + _f32(gen_scores)).mean()
+
+ADV_LOSSES = {'wgan': (wgan_d_loss, wgan_g_loss), 'ns': (ns_d_loss, ns_g_loss), 'hinge': (hinge_d_loss, wgan_g_loss)}
+
+
 # %% ../nbs/05_losses.ipynb #563be6fd
 def _rand(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     "U(0, 1) draws from `generator` (on its own device) moved to `like`'s device, float32."
@@ -65,12 +87,13 @@ def gp_interpolates(real_img: torch.Tensor,  # real images [N, C, H, W]
 
 def penalty_from_scores(scores: torch.Tensor,  # critic scores of the interpolates [N]
                         xhat: torch.Tensor,    # the interpolates [N, C, H, W] the scores were computed from
+                        target: float = 1.,    # the norm the penalty pulls towards: 1 (WGAN-GP, Eq. 2) or 0 (R1)
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(mean (||grad_xhat D||_2 - 1)^2, per-sample norms [N]), differentiable, the norm in float32 (Eq. 2)."
+    "(mean (||grad_xhat D||_2 - target)^2, per-sample norms [N]), differentiable, the norm in float32 (Eq. 2)."
     grad, = torch.autograd.grad(scores.float().sum(), xhat, create_graph=True)
     with torch.autocast(device_type=xhat.device.type, enabled=False):
         norms = grad.float().flatten(1).norm(dim=1)                    # [N]
-        return (norms - 1).square().mean(), norms
+        return (norms - target).square().mean(), norms
 
 def gradient_penalty(critic: Callable,                    # img [N, C, H, W] -> scores [N]; the caller composes augment and D
                      real_img: torch.Tensor,              # real images [N, C, H, W]
@@ -82,6 +105,13 @@ def gradient_penalty(critic: Callable,                    # img [N, C, H, W] -> 
     xhat = gp_interpolates(real_img, gen_img, generator)
     penalty, norms = penalty_from_scores(critic(xhat), xhat)
     return (penalty, norms) if return_norms else penalty
+
+# %% ../nbs/05_losses.ipynb #d3d59fab
+def r1_inputs(real_img: torch.Tensor,  # real images [N, C, H, W]
+             ) -> torch.Tensor:
+    "The real images as the inputs of the R1 penalty: detached, float32 (float64 kept), requiring grad."
+    return _f32(real_img.detach()).clone().requires_grad_(True)
+
 
 # %% ../nbs/05_losses.ipynb #fbf093bb
 def class_loss(logits: torch.Tensor,  # raw class-head logits [N, K] (no softmax applied)
@@ -286,6 +316,8 @@ class HViTGANLoss:
                  generator: torch.Generator | None = None,  # source of the GP's per-sample alpha
                  fused: bool = False,           # one D call per step on the concatenated inputs (same draws, fewer kernels)
                  d_cls_gen: bool = True,        # D's class term y_3 on generated images; False = D's class head learns real images only
+                 adv_loss: str = 'wgan',        # critic and adversarial G loss: 'wgan' (Eq. 2), 'ns' or 'hinge' (`ADV_LOSSES`)
+                 penalty: str = 'gp',           # 'gp': (||grad||-1)^2 at interpolates (Eq. 2); 'r1': ||grad||^2 at real images
                 ):
         self.D, self.scenario = D, get_scenario(scenario)
         self.weights_G, self.weights_D = weights_G, weights_D
@@ -294,6 +326,9 @@ class HViTGANLoss:
         self.gp_augment, self.fused, self.d_cls_gen = bool(gp_augment), bool(fused), bool(d_cls_gen)
         if not isinstance(gp_batch, int) or gp_batch < 0: raise ConfigError(f"gp_batch={gp_batch!r} must be an integer >= 0")
         self.gp_batch = gp_batch
+        if adv_loss not in ADV_LOSSES: raise ConfigError(f"adv_loss={adv_loss!r} must be one of {', '.join(ADV_LOSSES)}")
+        if penalty not in ('gp', 'r1'): raise ConfigError(f"penalty={penalty!r} must be 'gp' (interpolates, Eq. 2) or 'r1' (real images)")
+        self.adv_loss, self.penalty = adv_loss, penalty
         for who, w, tasks in zip('GD', (weights_G, weights_D), self.scenario.weighted_tasks):
             if tuple(_unwrap(w).tasks) != tasks:
                 raise ConfigError(f"weights_{who}: holds {_unwrap(w).tasks} but scenario ({self.scenario.name}) "
@@ -305,7 +340,9 @@ class HViTGANLoss:
         "Critic scores, class logits and the GP of the D step: (real_s, gen_s, real_l, gen_l, gp, gp_norms)."
         n = real_img.shape[0]
         k = min(self.gp_batch or n, n)                                           # GP rows
-        xhat = gp_interpolates(real_img[:k], gen_img[:k], self.generator) if want_gp else None
+        if not want_gp: xhat = None
+        elif self.penalty == 'gp': xhat = gp_interpolates(real_img[:k], gen_img[:k], self.generator)
+        else: xhat = r1_inputs(real_img[:k])
         xhat_in = (self._aug(xhat) if self.gp_augment else xhat) if want_gp else None
         if self.fused:   # one D call on [T(real), T(gen), T(xhat), C(real), C(gen)], augmented in the unfused order
             parts = [self._aug(real_img), self._aug(gen_img)] + ([xhat_in] if want_gp else [])
@@ -320,7 +357,8 @@ class HViTGANLoss:
             gp_s = self.D(xhat_in)[0] if want_gp else None                       # [k]
             if self.cls_augment is not None:
                 real_l, gen_l = self.D(self.cls_augment(real_img))[1], self.D(self.cls_augment(gen_img))[1]
-        gp, norms = penalty_from_scores(gp_s, xhat) if want_gp else (real_s.new_zeros((), dtype=torch.float32),) * 2
+        target = 1. if self.penalty == 'gp' else 0.
+        gp, norms = penalty_from_scores(gp_s, xhat, target) if want_gp else (real_s.new_zeros((), dtype=torch.float32),) * 2
         return real_s, gen_s, real_l, gen_l, gp, norms
 
     def d_loss(self,
@@ -330,20 +368,20 @@ class HViTGANLoss:
                gen_c: torch.Tensor,     # their conditioning labels [N] int64
                gp_scale: float = 1.,    # multiplier of the GP weight in this step; 0 = no GP now (lazy GP, StyleGAN2)
               ) -> tuple[torch.Tensor, dict]:
-        "D step: WGAN-GP + drift on the critic, class terms on real and generated images; (total, terms)."
-        # Critic and class heads on augmented real, generated and interpolated images.
+        "D step: WGAN-GP (or `adv_loss` and `penalty`) + drift on the critic, class terms on real and generated images; (total, terms)."
+        # Critic and class heads on augmented real, generated and interpolated (or, for R1, real) images.
         want_gp = self.gp_weight != 0 and gp_scale != 0
         real_scores, gen_scores, real_logits, gen_logits, gp, gp_norms = self._d_passes(real_img, gen_img.detach(), want_gp)
         # WGAN-GP (Eq. 2) and the drift term.
-        wgan, drift = wgan_d_loss(real_scores, gen_scores), drift_penalty(real_scores)
-        adv = wgan + (self.gp_weight * gp_scale) * gp + self.drift_weight * drift
+        critic, drift = ADV_LOSSES[self.adv_loss][0](real_scores, gen_scores), drift_penalty(real_scores)
+        adv = critic + (self.gp_weight * gp_scale) * gp + self.drift_weight * drift
         # Class terms y_2, y_3 (Eq. 3, 8).
         cls_real, cls_gen = class_loss(real_logits, real_c), class_loss(gen_logits, gen_c)
         # The scenario's weighting (Eq. 4 or 9).
         w = self.weights_D
         gen_scale = 1. if self.d_cls_gen else 0.  # zero, not absent: every sigma stays in the graph (DDP)
         total = w('Dadv', adv) + w('Dreal', cls_real) + gen_scale * w('Dgen', cls_gen)
-        terms = {'Loss/D/wgan': wgan, 'Loss/D/gp': gp, 'Loss/D/gp_norm': gp_norms.mean(), 'Loss/D/drift': drift,
+        terms = {f'Loss/D/{self.adv_loss}': critic, 'Loss/D/gp': gp, 'Loss/D/gp_norm': gp_norms.mean(), 'Loss/D/drift': drift,
                  'Loss/D/adv': adv, 'Loss/D/cls_real': cls_real, 'Loss/D/cls_gen': cls_gen, 'Loss/D/total': total,
                  'Loss/scores/real': _f32(real_scores).mean(), 'Loss/scores/fake': _f32(gen_scores).mean()}
         if self.gp_weight != 0 and gp_scale == 0: del terms['Loss/D/gp'], terms['Loss/D/gp_norm']  # not measured this step
@@ -361,7 +399,7 @@ class HViTGANLoss:
         else:
             gen_scores, gen_logits = self.D(self._aug(gen_img))                  # [N], [N, K]
             if self.cls_augment is not None: gen_logits = self.D(self.cls_augment(gen_img))[1]
-        adv, cls = wgan_g_loss(gen_scores), class_loss(gen_logits, gen_c)
+        adv, cls = ADV_LOSSES[self.adv_loss][1](gen_scores), class_loss(gen_logits, gen_c)
         w = self.weights_G
         total = w('Gadv', adv) + w('Gcls', cls)
         terms = {'Loss/G/adv': adv, 'Loss/G/cls': cls, 'Loss/G/total': total}

@@ -617,6 +617,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     cls_aug = functools.partial(diff_augment, policy=LABEL_SAFE_POLICY, generator=gen_aug) if cfg.cls_label_safe else None
     aug = functools.partial(diff_augment, policy=cfg.augment, generator=gen_aug) if cfg.augment else None
     loss = HViTGANLoss(D, scenario, weights_G, weights_D, aug, gp_weight=cfg.gp_weight, drift_weight=cfg.drift_weight,
+                       adv_loss=cfg.adv_loss, penalty=cfg.penalty,
                        gp_augment=cfg.gp_augment, gp_batch=cfg.gp_batch // world, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d,
                        d_cls_gen=cfg.d_cls_gen)
     step = TrainStep(cfg, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D, gen_z, device, generators=[gen_aug])
@@ -784,12 +785,13 @@ def plot_stats(run_dir, # a run directory holding stats.jsonl
     if not stats.is_file(): raise DataError(f"{stats}: no such stats file (has the run finished a tick?)")
     recs = [json.loads(l) for l in stats.read_text().splitlines() if l.strip()]
     kimg = [r['kimg'] for r in recs]
-    panels = {'critic (D) and adversarial (G)': ['Loss/D/wgan', 'Loss/D/gp', 'Loss/G/adv'],
+    panels = {'critic (D) and adversarial (G)': ['Loss/D/wgan', 'Loss/D/ns', 'Loss/D/hinge', 'Loss/D/gp', 'Loss/G/adv'],
               'class terms (Eq. 3)': ['Loss/D/cls_real', 'Loss/D/cls_gen', 'Loss/G/cls'],
               'sigmas (Eq. 9)': sorted({k for r in recs for k in r if k.startswith('Sigma/')})}
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
     for ax, (title, keys) in zip(axes, panels.items()):
-        for k in keys: ax.plot(kimg, [r.get(k, float('nan')) for r in recs], marker='.', label=k)
+        for k in (k for k in keys if any(k in r for r in recs)):  # the critic term is named by the run's adv_loss
+            ax.plot(kimg, [r.get(k, float('nan')) for r in recs], marker='.', label=k)
         ax.set_title(title); ax.set_xlabel('kimg'); ax.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:
