@@ -43,7 +43,7 @@ class TrainConfig:
     gp_augment: bool = True  # apply a fresh DiffAugment draw to the GP interpolate (TransGAN behaviour)
     cls_label_safe: bool = False  # class losses on a second D pass with label-safe augmentation only (flips, rot90, colour)
     d_cls_gen: bool = True  # D's class term y_3 on generated images (the paper); False = D's class head learns real images only
-    gp_every: int = 1  # lazy penalty (StyleGAN2): on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper); for R1, not WGAN-GP
+    gp_every: int = 1  # lazy penalty (StyleGAN2): on every k-th D step only, weighted k * gp_weight; 1 = every step (the paper); made for R1 (lazy WGAN-GP diverges)
     adv_loss: str = 'wgan'  # critic and adversarial G loss: 'wgan' (Eq. 2, the paper), 'ns' (non-saturating) or 'hinge'
     penalty: str = 'gp'  # 'gp': (||grad D||-1)^2 at interpolates (Eq. 2, the paper); 'r1': ||grad D||^2 at real images, gp_weight = gamma/2
     gp_batch: int = 0  # the GP on k of the global batch's real and generated images per D step (the first k / processes of each process's); 0 = the whole batch (the paper)

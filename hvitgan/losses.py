@@ -49,7 +49,7 @@ def drift_penalty(real_scores: torch.Tensor,  # critic scores of real images [N]
     "Drift term mean(D(x))^2 that keeps critic scores near zero (TransGAN `wgangp-eps`; not in the paper)."
     return _f32(real_scores).mean().square()
 
-# %% ../nbs/05_losses.ipynb #421897ff
+# %% ../nbs/05_losses.ipynb #686c7e84
 def ns_d_loss(real_scores: torch.Tensor,  # critic scores (logits) of real images [N]
               gen_scores: torch.Tensor,   # critic scores (logits) of generated images [N]
              ) -> torch.Tensor:
@@ -106,7 +106,7 @@ def gradient_penalty(critic: Callable,                    # img [N, C, H, W] -> 
     penalty, norms = penalty_from_scores(critic(xhat), xhat)
     return (penalty, norms) if return_norms else penalty
 
-# %% ../nbs/05_losses.ipynb #d3d59fab
+# %% ../nbs/05_losses.ipynb #1005fa53
 def r1_inputs(real_img: torch.Tensor,  # real images [N, C, H, W]
              ) -> torch.Tensor:
     "The real images as the inputs of the R1 penalty: detached, float32 (float64 kept), requiring grad."
@@ -372,7 +372,7 @@ class HViTGANLoss:
         # Critic and class heads on augmented real, generated and interpolated (or, for R1, real) images.
         want_gp = self.gp_weight != 0 and gp_scale != 0
         real_scores, gen_scores, real_logits, gen_logits, gp, gp_norms = self._d_passes(real_img, gen_img.detach(), want_gp)
-        # WGAN-GP (Eq. 2) and the drift term.
+        # The critic loss (Eq. 2's WGAN unless `adv_loss` says otherwise), the weighted penalty and the drift term.
         critic, drift = ADV_LOSSES[self.adv_loss][0](real_scores, gen_scores), drift_penalty(real_scores)
         adv = critic + (self.gp_weight * gp_scale) * gp + self.drift_weight * drift
         # Class terms y_2, y_3 (Eq. 3, 8).
