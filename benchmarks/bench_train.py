@@ -43,8 +43,8 @@ def _peak(device):
 
 def make_step(preset, device, mode, bf16, tf32, batch=None, G_kwargs=None, overrides=None):
     "A TrainStep of `preset` in `mode` on `device` (`G_kwargs`: generator keywords replacing the preset's; `overrides`: other config fields), and endless random real batches."
-    kw = dict(device=device.type, bf16=bf16, tf32=tf32, **MODES[mode], **({'batch_size': batch} if batch else {}),
-              **({'G_kwargs': G_kwargs} if G_kwargs else {}), **(overrides or {}))
+    kw = {**dict(device=device.type, bf16=bf16, tf32=tf32, **MODES[mode]), **({'batch_size': batch} if batch else {}),
+          **({'G_kwargs': G_kwargs} if G_kwargs else {}), **(overrides or {})}  # --set wins over the flags
     cfg = make_config(preset, 'e', **kw)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.manual_seed(0)
