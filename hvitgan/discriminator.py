@@ -21,17 +21,22 @@ __all__ = ['DISCRIMINATOR_SIZES', 'PatchEmbed', 'avg_pool_tokens', 'Discriminato
 
 # %% ../nbs/04_discriminator.ipynb #3912ef94
 class PatchEmbed(nn.Module):
-    "Non-overlapping patch x patch patches of an image [N, C, H, W] -> tokens [N, (H/patch)(W/patch), dim]."
+    "patch x patch patches of an image [N, C, H, W], each seen with `overlap` pixels around it -> tokens [N, (H/patch)(W/patch), dim]."
     def __init__(self,
-                 patch: int,     # patch side in pixels
-                 in_ch: int,     # image channels
-                 dim: int):      # token width
+                 patch: int,        # patch side in pixels (the stride of the token grid)
+                 in_ch: int,        # image channels
+                 dim: int,          # token width
+                 overlap: int = 0): # pixels each token also sees on every side (zero padding at the border; ViTGAN)
         super().__init__()
-        self.patch = patch
-        self.proj = nn.Linear(in_ch * patch * patch, dim)
+        self.patch, self.overlap = patch, overlap
+        self.kernel = patch + 2 * overlap
+        self.proj = nn.Linear(in_ch * self.kernel ** 2, dim)
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return self.proj(rearrange(img, 'n c (h p1) (w p2) -> n (h w) (p1 p2 c)', p1=self.patch, p2=self.patch))
+    def forward(self, img: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, (H/patch)(W/patch), dim]
+        o = self.overlap
+        x = F.pad(img, (o, o, o, o)) if o else img
+        x = x.unfold(2, self.kernel, self.patch).unfold(3, self.kernel, self.patch)  # [N, C, H/patch, W/patch, k, k]
+        return self.proj(rearrange(x, 'n c h w p1 p2 -> n (h w) (p1 p2 c)'))
 
 def avg_pool_tokens(x: torch.Tensor,  # tokens [N, S*S, C]
                     side: int,        # map side S (even)
@@ -41,7 +46,7 @@ def avg_pool_tokens(x: torch.Tensor,  # tokens [N, S*S, C]
 
 # %% ../nbs/04_discriminator.ipynb #8d806e6e
 def _check_discriminator_sizes(*, c_dim, img_resolution, img_channels, patch_size, embed_dims, depths, heads,
-                               windows, mlp_ratio, patch_last) -> tuple[list[int], list[int]]:
+                               windows, mlp_ratio, patch_last, patch_overlap=0) -> tuple[list[int], list[int]]:
     "Validate the discriminator's keywords; return (grid side, width) per level. Raises ConfigError naming the argument."
     n = len(depths)
     if n < 2: raise ConfigError(f"depths={depths}: need at least two levels (pooled levels, then the token level)")
@@ -53,6 +58,8 @@ def _check_discriminator_sizes(*, c_dim, img_resolution, img_channels, patch_siz
     if any(not isinstance(d, int) or d < 1 for d in depths): raise ConfigError(f"depths={depths}: every depth must be >= 1")
     if any(not isinstance(d, int) or d < 1 for d in embed_dims): raise ConfigError(f"embed_dims={embed_dims}: must be positive")
     if not mlp_ratio > 0: raise ConfigError(f"mlp_ratio={mlp_ratio} must be positive")
+    if not isinstance(patch_overlap, int) or patch_overlap < 0:
+        raise ConfigError(f"patch_overlap={patch_overlap!r} must be an integer >= 0")
     coarsest = patch_size * 2 ** (n - 1)
     if img_resolution % coarsest:
         raise ConfigError(f"img_resolution={img_resolution} must be divisible by patch_size * 2**(len(depths)-1) = "
@@ -80,19 +87,21 @@ class Discriminator(nn.Module):
                  heads: tuple = (4, 4, 4, 4),           # attention heads per level
                  windows: tuple = (None, None, None),   # grid-attention window per pooled level; None or >= grid: full
                  mlp_ratio: float = 4.0,                # MLP hidden width / token width
-                 patch_last: bool = True):              # concatenate a patch level before the last stage too
+                 patch_last: bool = True,               # concatenate a patch level before the last stage too
+                 patch_overlap: int = 0):               # pixels each level-1 patch also sees on every side, x 2**i at level i (ViTGAN); 0: the paper
         super().__init__()
         embed_dims, depths, heads, windows = list(embed_dims), list(depths), list(heads), list(windows)
         grids, widths = _check_discriminator_sizes(c_dim=c_dim, img_resolution=img_resolution,
             img_channels=img_channels, patch_size=patch_size, embed_dims=embed_dims, depths=depths, heads=heads,
-            windows=windows, mlp_ratio=mlp_ratio, patch_last=patch_last)
+            windows=windows, mlp_ratio=mlp_ratio, patch_last=patch_last, patch_overlap=patch_overlap)
         self.init_kwargs = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
             patch_size=patch_size, embed_dims=embed_dims, depths=depths, heads=heads, windows=windows,
-            mlp_ratio=mlp_ratio, patch_last=patch_last)
+            mlp_ratio=mlp_ratio, patch_last=patch_last, patch_overlap=patch_overlap)
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
         self.grids, self.widths, n = grids, widths, len(depths)
         n_embed = n if patch_last else n - 1
-        self.patch_embeds = nn.ModuleList([PatchEmbed(patch_size * 2 ** i, img_channels, embed_dims[i]) for i in range(n_embed)])
+        self.patch_embeds = nn.ModuleList([PatchEmbed(patch_size * 2 ** i, img_channels, embed_dims[i], patch_overlap * 2 ** i)
+                                           for i in range(n_embed)])
         self.pos_embeds = nn.ParameterList([pos_embedding(grids[i] ** 2, widths[i]) for i in range(n)])
         self.levels = nn.ModuleList([Transformer(widths[i], depths[i], heads[i], map_size=grids[i], window=windows[i],
                                                  mlp_ratio=mlp_ratio) for i in range(n - 1)])
