@@ -773,6 +773,9 @@ def _join(ctx, n: int, errors: str, run_dir):
         for p in ctx.processes:
             if p.is_alive(): p.terminate()
         for p in ctx.processes: p.join(30)
+        for p in ctx.processes:
+            if p.is_alive(): p.kill(); p.join()
+        for tmp in Path(run_dir).glob('.*.tmp'): tmp.unlink(missing_ok=True)  # an `atomic_write` the signal cut short
         raise
 
 # %% ../nbs/08_train.ipynb #c622bc0a
