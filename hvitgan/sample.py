@@ -266,15 +266,17 @@ def _build_net(path, snap: dict, key: str):
 
 def load_snapshot(path, # network-snapshot-*.pt written by the training loop
                   device='cpu', # where to put the networks
+                  raw_D: bool = False, # True: the trained D itself, even where the snapshot keeps its weight average D_ema
                  ) -> tuple: # (G_ema, D, config dict)
-    "Rebuild G_ema and D from a network snapshot (eval mode, no grad) and return them with the run's config."
+    "Rebuild G_ema and D (its average D_ema where the run kept one) from a network snapshot (eval mode, no grad), with the run's config."
     snap = safe_load(path)
     if not isinstance(snap, dict): raise CheckpointError(f"{path}: not a network snapshot (a {type(snap).__name__}, expected a dict)")
     missing = [k for k in SNAPSHOT_KEYS if k not in snap]
     if missing: raise CheckpointError(f"{path}: not a network snapshot: missing key(s) {missing} (found {sorted(snap)})")
-    check_finite(snap['G_ema'], path, 'G_ema'); check_finite(snap['D'], path, 'D')  # refuse a broken snapshot up front
+    d_key = 'D_ema' if 'D_ema' in snap and not raw_D else 'D'
+    check_finite(snap['G_ema'], path, 'G_ema'); check_finite(snap[d_key], path, d_key)  # refuse a broken snapshot up front
     G = _build_net(path, snap, 'G_ema').to(device)
-    D = _build_net(path, snap, 'D').to(device)
+    D = _build_net(path, snap, d_key).to(device)
     return G, D, dict(snap.get('config') or {})
 
 def file_sha256(path) -> str:

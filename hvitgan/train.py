@@ -172,9 +172,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, state: dict):
             if 'step' in st and (flags['fused'] or flags['capturable']): st['step'] = st['step'].to(p.device, torch.float32)
 
 # %% ../nbs/08_train.ipynb #ee0509e0
-def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
-    "Per-G-step EMA decay: half-life `ema_kimg` (real images), ramped up as `cur_nimg * ema_rampup`."
-    ema_nimg = cfg.ema_nimg
+def ema_beta(cfg: TrainConfig, cur_nimg: int,
+             half_kimg: float | None = None, # half-life in kimg; None: `ema_kimg` (G_ema), `d_ema_kimg` for D_ema
+            ) -> float:
+    "Per-G-step EMA decay: half-life `half_kimg` (real images), ramped up as `cur_nimg * ema_rampup`."
+    ema_nimg = cfg.ema_nimg if half_kimg is None else half_kimg * 1000
     if cfg.ema_rampup > 0: ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
     return 0.5 ** (cfg.n_critic * cfg.batch_size / max(ema_nimg, 1e-8))
 
@@ -310,13 +312,14 @@ def _gp_scale(cfg: TrainConfig, d_index: int) -> float:
     return float(cfg.gp_every) if d_index % cfg.gp_every == 0 else 0.
 
 class TrainStep:
-    "One training iteration: the fakes of all n_critic D steps from one G forward, the D steps, the G step, the EMA update."
+    "One training iteration: the fakes of all n_critic D steps from one G forward, the D steps, the G step, the EMA updates."
     def __init__(self, cfg: TrainConfig, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D,
                  gen_z: torch.Generator,  # CPU generator of latents and labels
                  device,
                  generators=(),  # device generators the step draws from (DiffAugment, GP), registered for graph capture
+                 D_ema=None,  # weight average of D (`d_ema_kimg`), updated after the G step; None: none kept
                 ):
-        self.cfg, self.G, self.G_fwd, self.D, self.G_ema, self.loss = cfg, G, G_fwd, D, G_ema, loss
+        self.cfg, self.G, self.G_fwd, self.D, self.G_ema, self.D_ema, self.loss = cfg, G, G_fwd, D, G_ema, D_ema, loss
         self.opt_G, self.opt_D, self.weights_G, self.weights_D = opt_G, opt_D, weights_G, weights_D
         self.gen_z, self.device, self.generators = gen_z, torch.device(device), tuple(generators)
         self.z_dim, self.c_dim = G.init_kwargs['z_dim'], G.init_kwargs['c_dim']
@@ -337,8 +340,10 @@ class TrainStep:
         if not all(g['capturable'] for o in (self.opt_G, self.opt_D) for g in o.param_groups): return "Adam is not capturable"
         return None
 
-    def _iteration(self, real, z, c, scales, beta=None, ema_weight=None):
-        "Device work of one iteration (captured as is): G forward, n_critic D steps, G step, EMA (`reuse_fakes`: G step, then the D steps on its images)."
+    def _iteration(self, real, z, c, scales, betas=None,
+                   ema_weights=None,  # instead of `betas`: [1 - beta_G, 1 - beta_D] as a device tensor (graph replay)
+                  ):
+        "Device work of one iteration (captured as is): G forward, n_critic D steps, G step, EMAs (`reuse_fakes`: G step, then the D steps on its images)."
         cfg, n = self.cfg, len(real)
         g_args = (cfg, self.G_fwd, self.G, self.D, self.loss, self.opt_G, self.weights_G)
         if cfg.reuse_fakes:  # z, c: the G batch only; its images are every D step's fakes
@@ -354,23 +359,25 @@ class TrainStep:
                 d_step(cfg, self.G_fwd, self.D, self.loss, self.opt_D, self.weights_D, real_img, real_c, z[rows], c[rows],
                        self.stats, self.guard, gen_img=fakes[rows], gp_scale=s)
             g_step(*g_args, z[n * per:], c[n * per:], self.stats, self.guard)
-        update_ema(self.G_ema, self.G, beta, weight=ema_weight)
+        beta_G, beta_D = betas if betas is not None else (None, None)
+        update_ema(self.G_ema, self.G, beta_G, weight=None if ema_weights is None else ema_weights[0])
+        if self.D_ema is not None: update_ema(self.D_ema, self.D, beta_D, weight=None if ema_weights is None else ema_weights[1])
 
     def _capture(self, real, z, c, scales):
         "Capture `_iteration` on static copies of the inputs; the graph then replays it with one launch."
-        self._static = ([(x.clone(), y.clone()) for x, y in real], z.clone(), c.clone(), torch.zeros((), device=self.device))
+        self._static = ([(x.clone(), y.clone()) for x, y in real], z.clone(), c.clone(), torch.zeros(2, device=self.device))
         for o in (self.opt_D, self.opt_G): o.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         for gen in self.generators: graph.register_generator_state(gen)
         with torch.cuda.graph(graph, capture_error_mode='thread_local'):
             s_real, s_z, s_c, s_w = self._static
-            self._iteration(s_real, s_z, s_c, scales, ema_weight=s_w)
+            self._iteration(s_real, s_z, s_c, scales, ema_weights=s_w)
         self.graph = graph
 
-    def _replay(self, real, z, c, beta):
+    def _replay(self, real, z, c, betas):
         s_real, s_z, s_c, s_w = self._static
         for (x, y), (x_new, y_new) in zip(s_real, real): x.copy_(x_new); y.copy_(y_new)
-        s_z.copy_(z); s_c.copy_(c); s_w.fill_(1 - beta)
+        s_z.copy_(z); s_c.copy_(c); s_w[0].fill_(1 - betas[0]); s_w[1].fill_(1 - betas[1])
         self.graph.replay()
 
     def run(self, reals, cur_nimg: int):
@@ -378,20 +385,21 @@ class TrainStep:
         cfg, n, b = self.cfg, self.cfg.n_critic, self.cfg.batch_size
         real = [next(reals) for _ in range(n)]
         z, c = _sample_latents(cfg, self.z_dim, self.c_dim, self.gen_z, self.device, 1 if cfg.reuse_fakes else n + 1)
-        scales, beta = [_gp_scale(cfg, cur_nimg // b + i) for i in range(n)], ema_beta(cfg, cur_nimg)
+        scales = [_gp_scale(cfg, cur_nimg // b + i) for i in range(n)]
+        betas = (ema_beta(cfg, cur_nimg), ema_beta(cfg, cur_nimg, cfg.d_ema_kimg))
         if cfg.lr_rampdown: set_learning_rates(cfg, self.opt_G, self.opt_D, lr_factor(cfg, cur_nimg))  # host floats: no sync
         if self.use_graph and self.graph is None and self.eager_iters >= _GRAPH_WARMUP:
             try: self._capture(real, z, c, scales)
             except Exception as e:
                 self.use_graph, self.graph = False, None
                 warnings.warn(f"cuda_graphs: capture failed, training eagerly: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        if self.graph is not None: self._replay(real, z, c, beta)
+        if self.graph is not None: self._replay(real, z, c, betas)
         elif self.use_graph:   # warm-up on a side stream, as the capture will run
             side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
             side.wait_stream(main)
-            with torch.cuda.stream(side): self._iteration(real, z, c, scales, beta)
+            with torch.cuda.stream(side): self._iteration(real, z, c, scales, betas)
             main.wait_stream(side)
-        else: self._iteration(real, z, c, scales, beta)
+        else: self._iteration(real, z, c, scales, betas)
         self.eager_iters += self.graph is None
         for i in range(n): self.guard.label(f'D step {cur_nimg // b + i} (cur_nimg {cur_nimg + i * b})')
         self.guard.label(f'G step {cur_nimg // (n * b)} (cur_nimg {cur_nimg})')
@@ -437,12 +445,15 @@ def find_states(run_dir) -> list[Path]:
     if not run_dir.is_dir(): return []
     return sorted((p for p in run_dir.iterdir() if _STATE_RE.match(p.name)), key=lambda p: int(_STATE_RE.match(p.name)[1]))
 
-def snapshot_dict(G_ema, D, cfg: TrainConfig, cur_nimg: int) -> dict:
-    "The network snapshot: the G_ema and D weights, their constructor keywords and classes, the config, as plain data."
+def snapshot_dict(G_ema, D, cfg: TrainConfig, cur_nimg: int,
+                  D_ema=None, # the weight average of D, stored as 'D_ema' when kept
+                 ) -> dict:
+    "The network snapshot: the G_ema and D (and D_ema) weights, their constructor keywords and classes, the config, as plain data."
     sd = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
     return dict(G_ema=sd(G_ema), D=sd(D), G_kwargs=dict(G_ema.init_kwargs), D_kwargs=dict(D.init_kwargs),
                 G_class=type(G_ema).__name__, D_class=type(D).__name__,
-                config=cfg.to_dict(), cur_nimg=int(cur_nimg), version=hvitgan.__version__)
+                config=cfg.to_dict(), cur_nimg=int(cur_nimg), version=hvitgan.__version__,
+                **({} if D_ema is None else dict(D_ema=sd(D_ema))))
 
 _STATE_KEYS = ('config', 'cur_nimg', 'tick', 'data_pos', 'G', 'D', 'G_ema', 'weights_G', 'weights_D', 'opt_G', 'opt_D', 'rng')
 
@@ -456,7 +467,8 @@ def load_training_state(path, cfg: TrainConfig | None = None) -> dict:
     rng = state.get('rng')
     if not isinstance(rng, dict) or not {'gen_z', 'ranks'} <= set(rng): missing.append('rng.gen_z/rng.ranks')
     if missing: raise CheckpointError(f"{path}: training state lacks {', '.join(dict.fromkeys(missing))}")
-    for k in ('G', 'D', 'G_ema'): check_finite(state[k], path, k)
+    for k in ('G', 'D', 'G_ema', 'D_ema'):
+        if k in state: check_finite(state[k], path, k)
     if cfg is not None: check_resume_compatible(state['config'], cfg, source=str(path))
     if cfg is not None and state['cur_nimg'] >= cfg.total_nimg:
         warnings.warn(f"{path}: already at {state['cur_nimg'] / 1000:g} kimg, not below total_kimg={cfg.total_kimg:g}: "
@@ -557,7 +569,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
                   resume: str = 'auto', # 'auto', 'none' or the path of a training state
                   max_minutes: float | None = None, # training-time budget (metric evaluation excluded); stop and save when exceeded
                   progress: bool = True, # show a tqdm progress bar (images/s, ETA) on rank 0
-                  on_done=None, # called on every rank at the end with dict(G, D, G_ema, weights_G, weights_D)
+                  on_done=None, # called on every rank at the end with dict(G, D, G_ema, D_ema, weights_G, weights_D)
                  ) -> Path:
     "Train G and D as configured; return `run_dir`."
     # Initialise.
@@ -590,6 +602,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     G, D = build_networks(cfg, device)
     weights_G, weights_D = (w.to(device) for w in make_loss_weights(scenario))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    D_ema = copy.deepcopy(D).eval().requires_grad_(False) if cfg.d_ema_kimg > 0 else None
     opt_G, opt_D = build_optimizers(cfg, G, D, weights_G, weights_D)
     z_dim, c_dim = G.init_kwargs['z_dim'], G.init_kwargs['c_dim']
     gen_z = make_generator(cfg.seed + 1)  # latents and labels, identical on every rank
@@ -603,6 +616,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
             try: _load_optimizer(m, state[k]) if k.startswith('opt') else m.load_state_dict(state[k])
             except (RuntimeError, ValueError, KeyError, TypeError) as e:
                 raise CheckpointError(f"{path}: {k} does not fit this config's networks ({str(e).strip().splitlines()[0][:300]})") from None
+        if D_ema is not None: D_ema.load_state_dict(state.get('D_ema', state['D']))  # a state saved without D_ema starts it at D
         cur_nimg, tick, data_pos, best = state['cur_nimg'], state['tick'], state['data_pos'], state.get('best')
         gen_z.set_state(state['rng']['gen_z'])
         rngs = state['rng']['ranks']
@@ -620,7 +634,8 @@ def training_loop(cfg: TrainConfig, # the resolved config
                        adv_loss=cfg.adv_loss, penalty=cfg.penalty,
                        gp_augment=cfg.gp_augment, gp_batch=cfg.gp_batch // world, cls_augment=cls_aug, generator=gen_aug, fused=cfg.fused_d,
                        d_cls_gen=cfg.d_cls_gen)
-    step = TrainStep(cfg, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D, gen_z, device, generators=[gen_aug])
+    step = TrainStep(cfg, G, G_fwd, D, G_ema, loss, opt_G, opt_D, weights_G, weights_D, gen_z, device, generators=[gen_aug],
+                     D_ema=D_ema)
     reals = RealBatches(dataset, cfg, device, position=data_pos)
     grid_z, grid_c = _grid_latents(cfg, z_dim, c_dim)
     if rank == 0 and path is None:
@@ -647,12 +662,13 @@ def training_loop(cfg: TrainConfig, # the resolved config
         else: ranks = [rng]
         if rank != 0: return
         kimg = cur_nimg // 1000
-        snap = snapshot_dict(G_ema, D, cfg, cur_nimg)
+        snap = snapshot_dict(G_ema, D, cfg, cur_nimg, D_ema)
+        D_eval = D if D_ema is None else D_ema  # the class head the metrics judge, as `load_snapshot` returns it
         atomic_save(snap, run_dir / f'network-snapshot-{kimg:06d}.pt')
         for name, fn in (metric_fns or {}).items():
             t_metric = time.time()
             with _cpu_threads(torch.get_num_threads() * world if device.type == 'cpu' else None):
-                result = fn(G_ema, D)  # the other processes wait at their next all-reduce: rank 0 takes their threads
+                result = fn(G_ema, D_eval)  # the other processes wait at their next all-reduce: rank 0 takes their threads
             metric_sec += time.time() - t_metric
             value = float(result)
             extra = result.as_dict() if hasattr(result, 'as_dict') else {}  # e.g. the FID weight source
@@ -666,7 +682,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         atomic_save(dict(kind='training-state', version=hvitgan.__version__, config=cfg.to_dict(), cur_nimg=cur_nimg, tick=tick,
                          data_pos=reals.position, best=best, G=sd(G), D=sd(D), G_ema=sd(G_ema), weights_G=sd(weights_G),
                          weights_D=sd(weights_D), opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(),
-                         rng=dict(gen_z=gen_z.get_state(), ranks=ranks)),
+                         rng=dict(gen_z=gen_z.get_state(), ranks=ranks), **({} if D_ema is None else dict(D_ema=sd(D_ema)))),
                     run_dir / f'training-state-{kimg:06d}.pt')
         _prune_states(run_dir, cfg.keep_states)
 
@@ -705,7 +721,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
     bar.close()
     if rank == 0 and progress: print(f"done: {cur_nimg / 1000:.3f} kimg in {time.time() - t_start:.1f} s; outputs in {run_dir}")
-    if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, weights_G=weights_G, weights_D=weights_D))
+    if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, D_ema=D_ema, weights_G=weights_G, weights_D=weights_D))
     if world > 1: dist.barrier()
     return run_dir
 
