@@ -147,7 +147,7 @@ def validate(cfg: TrainConfig):
 # %% ../nbs/07_config.ipynb #ab531d8d
 CPU_RECIPE = dict(img_resolution=32, batch_size=32, n_critic=2, lr_G=2e-4, lr_D=2e-4, augment='translation', d_cls_gen=False,
                   total_kimg=2000.0, kimg_per_tick=4.0, snapshot_ticks=10, ema_kimg=10.0, ema_rampup=0.25, d_ema_kimg=40.0,
-                  metrics='fid,auc,sa',                   best_metric='fid', grid_per_class=8, device='cpu',
+                  metrics='fid,auc,sa', best_metric='fid', grid_per_class=8, device='cpu',
                   cpu_procs=2, gp_batch=16, preload=True, bf16=cpu_native_bf16())  # throughput on 2 cores (results.ipynb)
 
 PRESETS = {

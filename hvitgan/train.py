@@ -569,7 +569,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
                   resume: str = 'auto', # 'auto', 'none' or the path of a training state
                   max_minutes: float | None = None, # training-time budget (metric evaluation excluded); stop and save when exceeded
                   progress: bool = True, # show a tqdm progress bar (images/s, ETA) on rank 0
-                  on_done=None, # called on every rank at the end with dict(G, D, G_ema, D_ema, weights_G, weights_D)
+                  on_done=None, # called on every rank at the end with dict(G, D, G_ema, weights_G, weights_D) and D_ema where kept
                  ) -> Path:
     "Train G and D as configured; return `run_dir`."
     # Initialise.
@@ -721,7 +721,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
     bar.close()
     if rank == 0 and progress: print(f"done: {cur_nimg / 1000:.3f} kimg in {time.time() - t_start:.1f} s; outputs in {run_dir}")
-    if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, D_ema=D_ema, weights_G=weights_G, weights_D=weights_D))
+    if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, weights_G=weights_G, weights_D=weights_D, **({} if D_ema is None else dict(D_ema=D_ema))))
     if world > 1: dist.barrier()
     return run_dir
 

@@ -40,8 +40,9 @@ def data(tmp_path_factory):
     return str(make_fake_pcam(tmp_path_factory.mktemp('pcam'), n_per_class=8))
 
 def test_two_ranks_identical_with_full_loss(data, tmp_path):
-    "Default tiny loss (DiffAugment, GP, drift, sigmas): both ranks hold bitwise identical weights and sigmas."
-    r0, r1 = _run(tmp_path, 'ddp', dict(data=data, total_kimg=0.024, kimg_per_tick=0.008), nproc=2)
+    "Default tiny loss (DiffAugment, GP, drift, sigmas) with a D_ema: both ranks hold bitwise identical weights, sigmas and averages."
+    r0, r1 = _run(tmp_path, 'ddp', dict(data=data, total_kimg=0.024, kimg_per_tick=0.008, d_ema_kimg=0.01), nproc=2)
+    assert 'D_ema' in r0, sorted(r0)
     for k in r0:
         for n in r0[k]: assert torch.equal(r0[k][n], r1[k][n]), f"{k}.{n} differs between ranks"
     assert any(n for n in r0['weights_D']), "scenario e has D-side sigmas"
