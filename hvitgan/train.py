@@ -603,6 +603,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
     weights_G, weights_D = (w.to(device) for w in make_loss_weights(scenario))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     D_ema = copy.deepcopy(D).eval().requires_grad_(False) if cfg.d_ema_kimg > 0 else None
+    extra_nets = {} if D_ema is None else dict(D_ema=D_ema)  # the optional networks, saved and reported where kept
     opt_G, opt_D = build_optimizers(cfg, G, D, weights_G, weights_D)
     z_dim, c_dim = G.init_kwargs['z_dim'], G.init_kwargs['c_dim']
     gen_z = make_generator(cfg.seed + 1)  # latents and labels, identical on every rank
@@ -682,7 +683,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         atomic_save(dict(kind='training-state', version=hvitgan.__version__, config=cfg.to_dict(), cur_nimg=cur_nimg, tick=tick,
                          data_pos=reals.position, best=best, G=sd(G), D=sd(D), G_ema=sd(G_ema), weights_G=sd(weights_G),
                          weights_D=sd(weights_D), opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(),
-                         rng=dict(gen_z=gen_z.get_state(), ranks=ranks), **({} if D_ema is None else dict(D_ema=sd(D_ema)))),
+                         rng=dict(gen_z=gen_z.get_state(), ranks=ranks), **{k: sd(m) for k, m in extra_nets.items()}),
                     run_dir / f'training-state-{kimg:06d}.pt')
         _prune_states(run_dir, cfg.keep_states)
 
@@ -721,7 +722,7 @@ def training_loop(cfg: TrainConfig, # the resolved config
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
     bar.close()
     if rank == 0 and progress: print(f"done: {cur_nimg / 1000:.3f} kimg in {time.time() - t_start:.1f} s; outputs in {run_dir}")
-    if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, weights_G=weights_G, weights_D=weights_D, **({} if D_ema is None else dict(D_ema=D_ema))))
+    if on_done is not None: on_done(dict(G=G, D=D, G_ema=G_ema, weights_G=weights_G, weights_D=weights_D, **extra_nets))
     if world > 1: dist.barrier()
     return run_dir
 
